@@ -1,0 +1,509 @@
+"""``LotteryTicket``: iterative magnitude pruning with rewinding, as a PyTorch Lightning callback.
+
+Timeline over ``(rounds + 1) * epochs_per_round`` epochs: round 0 trains the dense network; at the first epoch
+of round r >= 1 the callback prunes the weights that scored lowest at the end of round r - 1, rewinds every
+tensor (and the optimizer and LR schedulers) to the rewind point, and round r trains the sparser network.
+
+Pruning happens at the *start* of the next round rather than at the end of the previous one because Lightning
+steps epoch-interval LR schedulers right after ``on_train_epoch_end``: a schedule rewound there would start the
+next round one step late.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase
+from os import PathLike
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lth_wandb import criteria
+from lth_wandb import masks as M
+from lth_wandb.pruning import check_rate, check_scope, prune, rate_overrides, shuffle_positions
+from lth_wandb.ticket import StateDict, Ticket, check_compatible
+
+REWIND_MODES = ("init", "lr", "none")
+CONTROLS = (None, "reinit", "random_mask")
+MODES = ("min", "max")
+PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+STATE_VERSION = 1
+# Lightning warns that max_epochs defaults to 1000 when it is unset; here the callback sets it, so the warning
+# would only mislead.
+_LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
+
+
+class LotteryTicket(pl.Callback):
+    """Find lottery tickets with iterative magnitude pruning (Frankle & Carbin, 2019).
+
+    Args:
+        rounds: pruning rounds after the dense round 0. Density after round r is (1 - prune_rate)^r.
+        epochs_per_round: training epochs in every round. With ``rewind="none"`` and 1, this prunes after
+            every epoch without rewinding.
+        prune_rate: fraction of the *remaining* prunable weights removed per round, in (0, 1).
+        scope: ``"layerwise"`` (every tensor loses ``prune_rate`` of its weights, the paper's LeNet setting)
+            or ``"global"`` (one ranking across tensors).
+        layer_rates: glob -> rate overrides, e.g. ``{"*fc3.weight": 0.1}`` (the paper prunes the output layer
+            at half rate). Matching tensors are pruned on their own, at their own rate, in either scope.
+        parameters: globs over ``named_parameters()`` names to prune. Default: the ``weight`` of every Linear
+            and Conv1/2/3d. Biases and norms are never pruned by default.
+        criterion: ``"magnitude"``, ``"magnitude_increase"``, ``"movement"`` or ``"random"``.
+        rewind: ``"init"`` (θ0), an int k (late rewinding to the state after k optimizer steps of round 0),
+            ``"lr"`` (keep weights, replay the LR schedule from the start) or ``"none"`` (fine-tune: keep
+            weights and optimizer state).
+        control: ``None``; ``"reinit"`` (same masks, fresh random initialisation of the pruned tensors); or
+            ``"random_mask"`` (random positions at the per-tensor densities the criterion would give).
+        monitor: metric whose best value per round is recorded, with the global step where it occurred (the
+            paper's early-stopping iteration).
+        mode: ``"min"`` or ``"max"``: which direction of ``monitor`` is better.
+        tolerance: a round wins if its best monitored value is within ``tolerance`` of round 0's.
+        ticket: a :class:`Ticket` or a directory written by ``Ticket.save``: train that ticket instead of the
+            dense network (e.g. ``rounds=0`` to evaluate it, with ``control="reinit"`` for the control).
+        seed: seeds the random criterion and controls. Default: ``torch.initial_seed()`` at construction, so
+            ``pl.seed_everything`` makes them reproducible.
+    """
+
+    def __init__(
+        self,
+        rounds: int = 5,
+        epochs_per_round: int = 10,
+        prune_rate: float = 0.2,
+        *,
+        scope: str = "layerwise",
+        layer_rates: Mapping[str, float] | None = None,
+        parameters: Sequence[str] | None = None,
+        criterion: str = "magnitude",
+        rewind: str | int = "init",
+        control: str | None = None,
+        monitor: str = "val/loss",
+        mode: str = "min",
+        tolerance: float = 0.0,
+        ticket: Ticket | str | PathLike | None = None,
+        seed: int | None = None,
+    ):
+        self.rounds = _check_int(rounds, "rounds", 0, "use 0 to train once without pruning")
+        self.epochs_per_round = _check_int(epochs_per_round, "epochs_per_round", 1, "the paper trains ~50 epochs")
+        self.prune_rate = check_rate(prune_rate)
+        self.scope = check_scope(scope)
+        self.layer_rates = dict(layer_rates or {})
+        rate_overrides(self.layer_rates, self.layer_rates)  # validates every rate now, not at round 1
+        self.parameters = list(parameters) if parameters is not None else None
+        if self.parameters is not None and (isinstance(parameters, str) or not self.parameters):
+            raise ValueError(
+                f"parameters={parameters!r} must be a non-empty list of globs over named_parameters() names. "
+                "Hint: parameters=['*.weight'] or leave it unset for every Linear/Conv weight."
+            )
+        criteria.get(criterion)
+        self.criterion = criterion
+        self.rewind = _check_rewind(rewind)
+        if control not in CONTROLS:
+            raise ValueError(
+                f"unknown control {control!r}; valid controls: {list(CONTROLS)}. Hint: 'reinit' is the paper's "
+                "random reinitialisation control, 'random_mask' its random pruning control."
+            )
+        self.control = control
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} is not one of {list(MODES)}. Hint: 'min' for a loss, 'max' for accuracy.")
+        self.monitor, self.mode = monitor, mode
+        if not isinstance(tolerance, (int, float)) or tolerance < 0 or math.isnan(tolerance):
+            raise ValueError(f"tolerance={tolerance!r} must be a number >= 0 (0 = at least as good as round 0).")
+        self.tolerance = float(tolerance)
+        self._ticket = _load_ticket(ticket)
+        self.seed = int(torch.initial_seed() if seed is None else seed)
+
+        self.round = 0
+        self.masks: M.Masks = {}
+        self.history: list[dict[str, Any]] = []
+        self._theta0: StateDict | None = None  # weights at global step 0: round 0's starting point
+        self._rewind_point: dict[str, Any] | None = None  # weights/optimizers/schedulers at the rewind step
+        self._trained: dict[int, StateDict] = {}  # weights at the end of each finished round
+        self._round_masks: dict[int, M.Masks] = {}
+        self._reinit_draws: dict[int, StateDict] = {}
+        self._best: dict[str, Any] = {}
+        self._round_started_at = time.monotonic()
+        self._module_class = ""
+        self._hooks: list[Any] = []
+        self._enforcer = M.MaskEnforcer([], [])
+        warnings.filterwarnings("ignore", message=".*`max_epochs` was not set.*")
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Public API
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs the Trainer must run: ``(rounds + 1) * epochs_per_round``."""
+        return (self.rounds + 1) * self.epochs_per_round
+
+    def density(self) -> float:
+        """Kept fraction over the prunable weights (1.0 before fit)."""
+        return M.density(self.masks)
+
+    @property
+    def winning_round(self) -> int | None:
+        """The sparsest finished round whose best monitored value is at least as good as round 0's (within
+        ``tolerance``); None before round 0 finishes or when nothing was monitored."""
+        scored = [h for h in self.history if h.get("best_value") is not None]
+        if not scored or scored[0]["round"] != self.history[0]["round"]:
+            return None
+        sign = 1.0 if self.mode == "min" else -1.0
+        limit = sign * scored[0]["best_value"] + self.tolerance
+        winners = [h["round"] for h in scored if sign * h["best_value"] <= limit]
+        return max(winners, key=lambda r: (-self._round_density(r), r))
+
+    def ticket(self, round: int | None = None) -> Ticket:
+        """The ticket of ``round`` (default: the latest): its mask, the weights it starts from, and the weights
+        it trained to (None while that round is still training)."""
+        if not self._round_masks:
+            raise ValueError("no ticket yet: call trainer.fit(...) with this callback first")
+        round = max(self._round_masks) if round is None else round
+        if round not in self._round_masks:
+            raise ValueError(f"round={round!r} has no ticket; available rounds: {sorted(self._round_masks)}")
+        entry = next((h for h in self.history if h["round"] == round), {"round": round})
+        metadata = {
+            **entry,
+            "density": self._round_density(round),
+            "layer_density": M.layer_densities(self._round_masks[round]),
+            "model_class": self._module_class,
+            "settings": self._settings(),
+        }
+        return Ticket(
+            masks=M.copy_masks(self._round_masks[round]),
+            rewind_weights=self._start_weights(round),
+            trained_weights=_clone_state(self._trained[round]) if round in self._trained else None,
+            metadata=metadata,
+        )
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Lightning hooks
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._module_class = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
+        self._set_max_epochs(trainer)
+        names = self._select(pl_module)
+        if self.control == "reinit":
+            for name in names:
+                _owner(pl_module, name)  # fails now, not at round 1, if a tensor cannot be reinitialised
+        # A fresh start. When resuming, load_state_dict runs after this and replaces all of it.
+        if self._ticket is not None:
+            self._ticket.apply(pl_module)
+            self.masks = M.copy_masks(self._ticket.masks)
+        else:
+            self.masks = M.full_masks({n: p for n, p in pl_module.named_parameters() if n in names})
+        self._round_masks[0] = M.copy_masks(self.masks)
+        if self._ticket is not None and self.control == "reinit":
+            self._reinit(pl_module, 0)
+        elif self._ticket is not None and self.control == "random_mask":
+            full = M.full_masks(self.masks)
+            self.masks = shuffle_positions(self.masks, full, self._generator(0, "random_mask"))
+            self._round_masks[0] = M.copy_masks(self.masks)
+            self._load_weights(pl_module, self._masked(dict(pl_module.state_dict()), self.masks))
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Optimizers exist from here on (and are rebuilt by every fit), so the enforcement hook goes on now.
+        self._hooks = [opt.register_step_post_hook(self._enforce) for opt in trainer.optimizers]
+        self._build_enforcer(pl_module)
+        self._enforcer()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if isinstance(self.rewind, int) and self._rewind_point is None:
+            steps_round0 = trainer.estimated_stepping_batches // (self.rounds + 1)
+            if self.rewind > steps_round0:
+                raise ValueError(
+                    f"rewind={self.rewind} is beyond round 0, which has {steps_round0} optimizer steps; "
+                    f"allowed: 0..{steps_round0}. Hint: late rewinding uses an early step (Frankle et al. rewind "
+                    "to ~0.1-7% of training)."
+                )
+        self._round_started_at = time.monotonic()
+        self._capture(trainer, pl_module)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.round == 0 and self._rewind_point is None:
+            self._capture(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        target = trainer.current_epoch // self.epochs_per_round
+        if target > self.round:
+            self._start_round(trainer, pl_module, self.round + 1)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        if self.monitor not in metrics:
+            raise ValueError(
+                f"monitor={self.monitor!r} was not logged during validation; logged metrics: {sorted(metrics)}. "
+                "Hint: log it in validation_step with self.log(...) or pass LotteryTicket(monitor=...)."
+            )
+        value = float(metrics[self.monitor])
+        best = self._best.get("value")
+        better = best is None or (value < best if self.mode == "min" else value > best)
+        if better and not math.isnan(value):
+            scalars = {k: float(v) for k, v in metrics.items() if torch.as_tensor(v).numel() == 1}
+            self._best = {"value": value, "step": trainer.global_step, "metrics": scalars}
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        finished_round = (trainer.current_epoch + 1) % self.epochs_per_round == 0
+        if finished_round and not any(h["round"] == self.round for h in self.history):
+            self._finish_round(trainer, pl_module)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "settings": self._settings(),
+            "round": self.round,
+            "masks": self.masks,
+            "history": self.history,
+            "theta0": self._theta0,
+            "rewind_point": self._rewind_point,
+            "trained": self._trained,
+            "round_masks": self._round_masks,
+            "reinit_draws": self._reinit_draws,
+            "best": self._best,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("settings", {})
+        changed = {k: (v, saved[k]) for k, v in self._settings().items() if k in saved and saved[k] != v}
+        if changed:
+            warnings.warn(f"LotteryTicket settings differ from the checkpoint's (now, saved): {changed}", stacklevel=2)
+        self.round = state_dict["round"]
+        self.masks = state_dict["masks"]
+        self.history = list(state_dict["history"])
+        self._theta0 = state_dict["theta0"]
+        self._rewind_point = state_dict["rewind_point"]
+        self._trained = dict(state_dict["trained"])
+        self._round_masks = dict(state_dict["round_masks"])
+        self._reinit_draws = dict(state_dict.get("reinit_draws", {}))
+        self._best = dict(state_dict.get("best", {}))
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Rounds
+
+    def _start_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule, new_round: int) -> None:
+        """Prune by the scores of the round just finished, then rewind weights, optimizer and schedulers."""
+        if self._rewind_point is None:
+            self._capture(trainer, pl_module)  # late rewinding to the very last step of round 0
+        params = dict(pl_module.named_parameters())
+        reference = self._start_weights(self.round) if self.criterion in criteria.NEEDS_REFERENCE else {}
+        score = criteria.get(self.criterion)
+        generator = self._generator(new_round, "criterion")
+        scores = {
+            name: score(params[name].detach(), _to(reference.get(name), params[name]), generator).to(params[name].device)
+            for name in self.masks
+        }
+        new_masks = prune(scores, self.masks, self.prune_rate, self.scope, self.layer_rates)
+        if self.control == "random_mask":
+            new_masks = shuffle_positions(new_masks, self.masks, self._generator(new_round, "random_mask"))
+        # Every rank must train the same subnetwork, whatever rounding or ties did locally.
+        self.masks = trainer.strategy.broadcast(new_masks, src=0)
+        self.round = new_round
+        self._round_masks[new_round] = M.copy_masks(self.masks)
+        if self.control == "reinit":
+            self._reinit(pl_module, new_round)
+        self._load_weights(pl_module, self._start_weights(new_round))
+        if self.rewind != "none":
+            for opt, state in zip(trainer.optimizers, self._rewind_point["optimizers"], strict=True):
+                # deepcopy: load_state_dict keeps the tensors it is given, and later steps update them in place.
+                opt.load_state_dict(copy.deepcopy(state))
+            for config, state in zip(trainer.lr_scheduler_configs, self._rewind_point["schedulers"], strict=True):
+                config.scheduler.load_state_dict(copy.deepcopy(state))
+        self._build_enforcer(pl_module)
+        self._best = {}
+        self._round_started_at = time.monotonic()
+
+    def _finish_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._trained[self.round] = _clone_state(pl_module.state_dict())
+        self.history.append(
+            {
+                "round": self.round,
+                "density": self.density(),
+                "layer_density": M.layer_densities(self.masks),
+                "monitor": self.monitor,
+                "best_value": self._best.get("value"),
+                "best_step": self._best.get("step"),
+                "metrics": dict(self._best.get("metrics", {})),
+                "end_step": trainer.global_step,
+                "end_epoch": trainer.current_epoch + 1,
+                "seconds": time.monotonic() - self._round_started_at,
+            }
+        )
+
+    def _capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Remember θ0 at step 0 and the rewind point at its step."""
+        step = trainer.global_step
+        if self._theta0 is None and step == 0:
+            self._theta0 = _clone_state(pl_module.state_dict())
+        rewind_step = 0 if self.rewind in ("init", "lr") else self.rewind
+        if self._rewind_point is not None or rewind_step == "none" or step < rewind_step:
+            return
+        self._rewind_point = {
+            "step": step,
+            # Learning-rate rewinding keeps the trained weights, so only the schedule is remembered.
+            "weights": None if self.rewind == "lr" else _clone_state(pl_module.state_dict()),
+            "optimizers": [copy.deepcopy(opt.state_dict()) for opt in trainer.optimizers],
+            "schedulers": [copy.deepcopy(c.scheduler.state_dict()) for c in trainer.lr_scheduler_configs],
+        }
+
+    def _start_weights(self, round: int) -> StateDict:
+        """The masked weights round ``round`` starts from: θ0, the rewind point, or the previous round's result."""
+        if round == 0:
+            base = self._theta0
+        elif self.rewind in ("lr", "none"):
+            base = self._trained[round - 1]
+        else:
+            base = self._rewind_point["weights"]
+        if base is None:
+            raise ValueError(f"round {round} has not started training yet, so it has no starting weights")
+        return self._masked({**base, **self._reinit_draws.get(round, {})}, self._round_masks[round])
+
+    def _reinit(self, pl_module: pl.LightningModule, round: int) -> None:
+        """Draw fresh initial values for the masked tensors, from their modules' own initialisers."""
+        draws = {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed_for(round, "reinit"))
+            for name in self.masks:
+                owner, leaf = _owner(pl_module, name)
+                fresh = copy.deepcopy(owner).to("cpu")  # CPU so the seeded CPU generator decides the draw
+                fresh.reset_parameters()
+                draws[name] = getattr(fresh, leaf).detach().clone()
+        self._reinit_draws[round] = draws
+        if round == 0:
+            self._load_weights(pl_module, self._masked({**pl_module.state_dict(), **draws}, self.masks))
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Helpers
+
+    def _select(self, pl_module: pl.LightningModule) -> list[str]:
+        params = dict(pl_module.named_parameters())
+        if self._ticket is not None:
+            check_compatible(self._ticket, pl_module)
+            return list(self._ticket.masks)
+        if self.parameters is None:
+            names = [
+                f"{mod_name}.weight" if mod_name else "weight"
+                for mod_name, module in pl_module.named_modules()
+                if isinstance(module, PRUNABLE_TYPES)
+            ]
+        else:
+            names = [n for n in params if any(fnmatchcase(n, g) for g in self.parameters)]
+        if not names:
+            raise ValueError(
+                f"parameters={self.parameters!r} selects no tensor of {type(pl_module).__name__}; available "
+                f"names: {list(params)[:20]}. Hint: pass globs such as ['*.weight']."
+            )
+        return names
+
+    def _set_max_epochs(self, trainer: pl.Trainer) -> None:
+        current = trainer.fit_loop.max_epochs
+        if current in (None, -1, _LIGHTNING_DEFAULT_MAX_EPOCHS):
+            trainer.fit_loop.max_epochs = self.total_epochs
+        elif current != self.total_epochs:
+            raise ValueError(
+                f"Trainer(max_epochs={current}) does not match LotteryTicket: (rounds + 1) * epochs_per_round = "
+                f"({self.rounds} + 1) * {self.epochs_per_round} = {self.total_epochs}. Hint: set "
+                f"max_epochs={self.total_epochs} or leave it unset and the callback sets it."
+            )
+
+    def _build_enforcer(self, pl_module: pl.LightningModule) -> None:
+        params = dict(pl_module.named_parameters())
+        # Fully dense tensors need no multiply: round 0 runs at dense speed.
+        sparse = [name for name, m in self.masks.items() if not bool(m.all())]
+        self._enforcer = M.MaskEnforcer([params[n] for n in sparse], [self.masks[n] for n in sparse])
+
+    def _enforce(self, *_hook_args) -> None:
+        self._enforcer()
+
+    def _load_weights(self, pl_module: pl.LightningModule, state: StateDict) -> None:
+        # load_state_dict copies values into the live tensors: nothing aliases the saved state.
+        pl_module.load_state_dict(state, strict=True)
+
+    def _round_density(self, round: int) -> float:
+        return M.density(self._round_masks[round])
+
+    def _masked(self, state: StateDict, masks: M.Masks) -> StateDict:
+        return {name: (t * masks[name].to(t.device) if name in masks else t) for name, t in state.items()}
+
+    def _seed_for(self, round: int, purpose: str) -> int:
+        # Stable across processes (hash of ints and str is salted; this is not), distinct per round and purpose.
+        return (self.seed * 1_000_003 + round * 7919 + sum(map(ord, purpose))) % (2**63)
+
+    def _generator(self, round: int, purpose: str) -> torch.Generator:
+        return torch.Generator().manual_seed(self._seed_for(round, purpose))
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "rounds": self.rounds,
+            "epochs_per_round": self.epochs_per_round,
+            "prune_rate": self.prune_rate,
+            "scope": self.scope,
+            "layer_rates": self.layer_rates,
+            "parameters": self.parameters,
+            "criterion": self.criterion,
+            "rewind": self.rewind,
+            "control": self.control,
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "tolerance": self.tolerance,
+            "seed": self.seed,
+        }
+
+
+def _check_int(value: Any, name: str, minimum: int, hint: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}. Hint: {hint}.")
+    return value
+
+
+def _check_rewind(rewind: str | int) -> str | int:
+    if isinstance(rewind, str) and rewind.isdigit():
+        rewind = int(rewind)
+    if isinstance(rewind, int) and not isinstance(rewind, bool):
+        if rewind < 0:
+            raise ValueError(f"rewind={rewind} must be a step >= 0 (late rewinding) or one of {list(REWIND_MODES)}.")
+        return rewind
+    if rewind not in REWIND_MODES:
+        raise ValueError(
+            f"unknown rewind {rewind!r}; allowed: {list(REWIND_MODES)} or an int step k >= 0. Hint: 'init' is the "
+            "paper's IMP, 'none' keeps training without rewinding."
+        )
+    return rewind
+
+
+def _load_ticket(ticket: Ticket | str | PathLike | None) -> Ticket | None:
+    if ticket is None or isinstance(ticket, Ticket):
+        return ticket
+    if isinstance(ticket, (str, PathLike)):
+        return Ticket.load(ticket)
+    raise TypeError(f"ticket={ticket!r} must be a Ticket, a directory written by Ticket.save, or None")
+
+
+def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
+    path, _, leaf = name.rpartition(".")
+    owner = module.get_submodule(path) if path else module
+    if not callable(getattr(owner, "reset_parameters", None)):
+        raise ValueError(
+            f"control='reinit' needs {type(owner).__name__}.reset_parameters() to draw a fresh value for {name!r}. "
+            "Hint: prune only Linear/Conv weights, or give the module a reset_parameters method."
+        )
+    return owner, leaf
+
+
+def _clone_state(state: Mapping[str, torch.Tensor]) -> StateDict:
+    return {name: t.detach().to("cpu", copy=True) for name, t in state.items()}
+
+
+def _to(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    return None if t is None else t.to(like.device, like.dtype)

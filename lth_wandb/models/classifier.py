@@ -1,0 +1,160 @@
+"""``Classifier``: a LightningModule that trains any ``nn.Module`` with cross-entropy.
+
+Validation dataloader 0 is the validation split and dataloader 1, when given, is the test set. Evaluating the
+test set at every validation records test accuracy at whatever step later turns out to be the early-stopping
+iteration (minimum ``val/loss``), which is how Frankle & Carbin report it, without selecting on test data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "step", "cosine")
+# Metric prefix per validation dataloader index.
+EVAL_PREFIXES = ("val", "test")
+
+
+class Classifier(pl.LightningModule):
+    """Cross-entropy training of ``net`` with a named optimizer and an epoch-wise LR schedule.
+
+    Logs ``train/loss`` (every step), ``train/acc`` (per epoch), ``val/loss`` and ``val/acc`` on validation
+    dataloader 0, ``test/loss`` and ``test/acc`` on validation dataloader 1 and in ``trainer.test``.
+
+    Args:
+        net: the network; maps a batch of inputs to logits.
+        lr: learning rate.
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        momentum: SGD momentum (ignored by Adam/AdamW).
+        nesterov: Nesterov momentum for SGD.
+        weight_decay: L2 penalty (decoupled for AdamW).
+        scheduler: ``"none"``, ``"step"`` (multiply by ``gamma`` every ``step_size`` epochs) or ``"cosine"``
+            (anneal to 0 over ``cosine_epochs``).
+        step_size: epochs between decays for ``"step"``.
+        gamma: decay factor for ``"step"``.
+        cosine_epochs: length of the cosine schedule; None uses ``trainer.max_epochs``. Set it when one
+            ``fit`` covers several pruning rounds, so the schedule spans one round.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        scheduler: str = "none",
+        step_size: int = 30,
+        gamma: float = 0.1,
+        cosine_epochs: int | None = None,
+    ) -> None:
+        super().__init__()
+        _check_choice("optimizer", optimizer, OPTIMIZERS, "'adam' with lr=1.2e-3 is the paper's LeNet setting")
+        _check_choice("scheduler", scheduler, SCHEDULERS, "use 'none' for a constant learning rate")
+        _check_range("lr", lr, 0.0, None, "try 1e-3 for Adam or 0.1 for SGD")
+        _check_range("weight_decay", weight_decay, 0.0, None, "use 0 to disable", allow_low=True)
+        _check_range("momentum", momentum, 0.0, 1.0, "0.9 is usual", allow_low=True)
+        _check_range("gamma", gamma, 0.0, 1.0, "0.1 divides the rate by 10", allow_high=True)
+        _check_positive_int("step_size", step_size)
+        if cosine_epochs is not None:
+            _check_positive_int("cosine_epochs", cosine_epochs)
+        if nesterov and (optimizer != "sgd" or momentum == 0):
+            raise ValueError(
+                f"nesterov=True needs optimizer='sgd' with momentum > 0, got optimizer={optimizer!r}, "
+                f"momentum={momentum}. Hint: set nesterov=False."
+            )
+        self.net = net
+        self.save_hyperparameters(ignore=["net"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(y))
+        self.log("train/acc", _accuracy(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):
+        prefix = EVAL_PREFIXES[dataloader_idx] if dataloader_idx < len(EVAL_PREFIXES) else f"val{dataloader_idx}"
+        self._evaluate(batch, prefix)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):
+        self._evaluate(batch, "test" if dataloader_idx == 0 else f"test{dataloader_idx}")
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> None:
+        x, y = batch
+        logits = self(x)
+        # batch_size makes the epoch value a per-sample mean even when the last batch is short.
+        kwargs: dict[str, Any] = dict(on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log(f"{prefix}/loss", F.cross_entropy(logits, y), add_dataloader_idx=False, **kwargs)
+        self.log(f"{prefix}/acc", _accuracy(logits, y), add_dataloader_idx=False, **kwargs)
+
+    def configure_optimizers(self):
+        """Build a fresh optimizer and scheduler; safe to call again to reset them between rounds."""
+        hp = self.hparams
+        optimizer = _build_optimizer(self.parameters(), hp)
+        if hp.scheduler == "none":
+            return optimizer
+        if hp.scheduler == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
+        else:
+            epochs = hp.cosine_epochs or self.trainer.max_epochs
+            if not epochs or epochs < 1:
+                raise ValueError(
+                    f"scheduler='cosine' needs a finite length, but cosine_epochs={hp.cosine_epochs} and "
+                    f"trainer.max_epochs={self.trainer.max_epochs}. Hint: set cosine_epochs or max_epochs."
+                )
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def _build_optimizer(params, hp) -> torch.optim.Optimizer:
+    if hp.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
+        )
+    cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=hp.lr, weight_decay=hp.weight_decay)
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(dim=1) == y).float().mean()
+
+
+def _check_choice(what: str, value: str, valid: tuple[str, ...], hint: str) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid: {list(valid)}. Hint: {hint}.")
+
+
+def _check_range(
+    what: str,
+    value: float,
+    low: float,
+    high: float | None,
+    hint: str,
+    allow_low: bool = False,
+    allow_high: bool = False,
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value >= low if allow_low else value > low)
+    if ok and high is not None:
+        ok = value <= high if allow_high else value < high
+    if not ok:
+        interval = f"{'[' if allow_low else '('}{low}, {high if high is not None else 'inf'}" + (
+            "]" if allow_high else ")"
+        )
+        raise ValueError(f"{what}={value!r} is outside {interval}. Hint: {hint}.")
+
+
+def _check_positive_int(what: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what}={value!r} must be a positive int.")
