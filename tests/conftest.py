@@ -1,0 +1,72 @@
+"""Shared test fixtures: a small LightningModule and data that train in well under a second."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(1)
+
+
+class TinyNet(pl.LightningModule):
+    """MLP 20-32-16-3 with a configurable optimizer; logs val/loss and val/acc."""
+
+    def __init__(self, optimizer: str = "adam", lr: float = 1e-2, weight_decay: float = 0.0, scheduler: bool = False):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
+        self.optimizer, self.lr, self.weight_decay, self.scheduler = optimizer, lr, weight_decay, scheduler
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.log("val/loss", nn.functional.cross_entropy(logits, y))
+        self.log("val/acc", (logits.argmax(1) == y).float().mean())
+
+    def configure_optimizers(self):
+        if self.optimizer == "adam":
+            opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
+        if not self.scheduler:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)}
+
+
+def loaders(n: int = 256, batch_size: int = 32, seed: int = 0):
+    """Deterministic train/val loaders (no shuffling, so runs are exactly repeatable)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 20, generator=g)
+    y = (x[:, :3] + 0.3 * torch.randn(n, 3, generator=g)).argmax(1)
+    data = TensorDataset(x, y)
+    return DataLoader(data, batch_size=batch_size), DataLoader(data, batch_size=128)
+
+
+def trainer(callbacks, **kwargs) -> pl.Trainer:
+    defaults = dict(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+    return pl.Trainer(callbacks=callbacks, **{**defaults, **kwargs})
+
+
+@pytest.fixture
+def data():
+    return loaders()

@@ -1,0 +1,326 @@
+"""LotteryTicket in a real Trainer: rounds, rewinding, optimizer resets, masks, controls, tickets."""
+
+import copy
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import TinyNet, loaders, trainer
+
+from lth_wandb import LotteryTicket, Ticket
+
+
+class Probe(pl.Callback):
+    """Records, at the start of every epoch (after LotteryTicket has rewound), the weights, optimizer and LR."""
+
+    def __init__(self):
+        self.starts, self.after_step = {}, {}
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        opt = trainer.optimizers[0]
+        self.starts[trainer.current_epoch] = {
+            "weights": copy.deepcopy(pl_module.state_dict()),
+            "opt_state_len": len(opt.state),
+            "lr": opt.param_groups[0]["lr"],
+        }
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.after_step[trainer.global_step] = copy.deepcopy(pl_module.state_dict())
+
+
+def fit(cb, model=None, **trainer_kwargs):
+    pl.seed_everything(0, verbose=False)
+    model = model or TinyNet()
+    probe = Probe()
+    train, val = loaders()
+    trainer([cb, probe], **trainer_kwargs).fit(model, train, val)
+    return model, probe
+
+
+WEIGHTS = ["net.0.weight", "net.2.weight", "net.4.weight"]
+
+
+def test_imp_rounds_densities_and_history():
+    cb = LotteryTicket(rounds=3, epochs_per_round=2, prune_rate=0.2)
+    model, _ = fit(cb)
+    assert [h["round"] for h in cb.history] == [0, 1, 2, 3]
+    for h in cb.history:
+        for name in WEIGHTS:
+            assert h["layer_density"][name] == pytest.approx(0.8 ** h["round"], abs=0.02)
+        assert h["best_value"] == pytest.approx(h["metrics"]["val/loss"])
+        assert h["best_step"] % 8 == 0 and 0 < h["best_step"] <= h["end_step"]
+        assert "val/acc" in h["metrics"]
+    assert cb.density() == pytest.approx(0.8**3, abs=0.01)
+    assert list(cb.masks) == WEIGHTS  # biases are not pruned by default
+    params = dict(model.named_parameters())
+    for name in WEIGHTS:
+        assert torch.all(params[name][~cb.masks[name]] == 0)
+    assert cb.history[-1]["end_epoch"] == 8
+
+
+def test_rewind_init_copies_theta0_every_round_no_aliasing():
+    cb = LotteryTicket(rounds=3, epochs_per_round=1, prune_rate=0.3)
+    _, probe = fit(cb, TinyNet(scheduler=True))
+    theta0 = probe.starts[0]["weights"]
+    for epoch in (1, 2, 3):  # rounds >= 2 catch a rewind copy that drifted with training
+        start = probe.starts[epoch]
+        mask = cb._round_masks[epoch]
+        for name, value in start["weights"].items():
+            expected = theta0[name] * mask[name] if name in mask else theta0[name]
+            assert torch.equal(value, expected), (epoch, name)
+        assert start["opt_state_len"] == 0  # fresh Adam moments
+        assert start["lr"] == pytest.approx(1e-2)  # the StepLR schedule starts again
+
+
+def test_late_rewind_restores_step_k_weights_optimizer_and_schedule():
+    k = 5
+    cb = LotteryTicket(rounds=2, epochs_per_round=2, prune_rate=0.3, rewind=k)
+    model, probe = fit(cb, TinyNet(scheduler=True))
+    at_k = probe.after_step[k]
+    for epoch in (2, 4):
+        mask = cb._round_masks[epoch // 2]
+        for name, value in probe.starts[epoch]["weights"].items():
+            expected = at_k[name] * mask[name] if name in mask else at_k[name]
+            assert torch.equal(value, expected), (epoch, name)
+        assert probe.starts[epoch]["opt_state_len"] > 0  # Adam moments as after k steps, not fresh
+        assert probe.starts[epoch]["lr"] == pytest.approx(1e-2)  # k=5 is inside epoch 0: lr not decayed yet
+    assert cb._rewind_point["step"] == k
+    # The optimizer state at the rewind point is step k's, and restoring it never shared storage.
+    saved = cb._rewind_point["optimizers"][0]["state"][0]["step"]
+    assert int(saved) == k
+
+
+def test_lr_rewind_keeps_weights_and_replays_schedule():
+    cb = LotteryTicket(rounds=2, epochs_per_round=2, prune_rate=0.3, rewind="lr")
+    _, probe = fit(cb, TinyNet(scheduler=True))
+    trained = cb._trained[0]
+    mask = cb._round_masks[1]
+    for name, value in probe.starts[2]["weights"].items():
+        expected = trained[name] * mask[name] if name in mask else trained[name]
+        assert torch.equal(value, expected)
+    assert probe.starts[1]["lr"] == pytest.approx(5e-3)
+    assert probe.starts[2]["lr"] == pytest.approx(1e-2)
+    assert probe.starts[2]["opt_state_len"] == 0
+
+
+def test_no_rewind_continues_weights_optimizer_and_schedule():
+    cb = LotteryTicket(rounds=3, epochs_per_round=1, prune_rate=0.3, rewind="none")
+    _, probe = fit(cb, TinyNet(scheduler=True))
+    assert [probe.starts[e]["lr"] for e in range(4)] == pytest.approx([1e-2, 5e-3, 2.5e-3, 1.25e-3])
+    assert all(probe.starts[e]["opt_state_len"] > 0 for e in (1, 2, 3))
+    trained = cb._trained[1]
+    for name, value in probe.starts[2]["weights"].items():
+        mask = cb._round_masks[2]
+        assert torch.equal(value, trained[name] * mask[name] if name in mask else trained[name])
+
+
+class ZeroCheck(pl.Callback):
+    """Asserts pruned weights are exactly zero in every forward pass."""
+
+    def __init__(self, lt):
+        self.lt, self.checked = lt, 0
+
+    def on_fit_start(self, trainer, pl_module):
+        def check(module, args):
+            params = dict(pl_module.named_parameters())
+            for name, mask in self.lt.masks.items():
+                assert torch.all(params[name].detach()[~mask] == 0), name
+            self.checked += 1
+
+        self.handle = pl_module.register_forward_pre_hook(check)
+
+    def on_fit_end(self, trainer, pl_module):
+        self.handle.remove()
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "trainer_kwargs"),
+    [
+        ("adam", {}),
+        ("sgd", {}),
+        ("adam", {"accumulate_grad_batches": 3}),
+        ("sgd", {"precision": "bf16-mixed"}),
+    ],
+)
+def test_pruned_weights_stay_zero_with_decay_momentum_accumulation_bf16(optimizer, trainer_kwargs):
+    cb = LotteryTicket(rounds=2, epochs_per_round=2, prune_rate=0.5, scope="global")
+    check = ZeroCheck(cb)
+    pl.seed_everything(0, verbose=False)
+    train, val = loaders()
+    model = TinyNet(optimizer=optimizer, lr=0.05, weight_decay=0.1)
+    trainer([cb, check], **trainer_kwargs).fit(model, train, val)
+    assert check.checked > 40 and cb.density() == pytest.approx(0.25, abs=0.01)
+
+
+def test_global_scope_with_output_layer_override():
+    cb = LotteryTicket(rounds=2, epochs_per_round=1, prune_rate=0.5, scope="global", layer_rates={"*4.weight": 0.1})
+    fit(cb)
+    assert cb.history[-1]["layer_density"]["net.4.weight"] == pytest.approx(0.81, abs=0.03)
+    assert cb.density() == pytest.approx(0.25, abs=0.03)
+
+
+@pytest.mark.parametrize("criterion", ["magnitude_increase", "movement", "random"])
+def test_other_criteria_prune(criterion):
+    cb = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5, criterion=criterion)
+    fit(cb)
+    assert cb.density() == pytest.approx(0.5, abs=0.01)
+
+
+def test_parameters_glob_selects_biases_too():
+    cb = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5, parameters=["net.0.*"])
+    fit(cb)
+    assert list(cb.masks) == ["net.0.weight", "net.0.bias"]
+
+
+def test_reinit_control_same_densities_fresh_weights():
+    ticket_cb = LotteryTicket(rounds=2, epochs_per_round=1, prune_rate=0.5)
+    fit(ticket_cb)
+    cb = LotteryTicket(rounds=2, epochs_per_round=1, prune_rate=0.5, control="reinit")
+    _, probe = fit(cb)
+    assert cb.density() == pytest.approx(ticket_cb.density())
+    theta0 = probe.starts[0]["weights"]["net.0.weight"]
+    start = probe.starts[1]["weights"]["net.0.weight"]
+    kept = cb._round_masks[1]["net.0.weight"]
+    assert not torch.allclose(start[kept], theta0[kept])
+    assert torch.all(start[~kept] == 0)
+    # Fresh values come from the layer's own initialiser: same scale as θ0.
+    assert start[kept].abs().max() <= 1 / 20**0.5 + 1e-6
+    assert probe.starts[1]["weights"]["net.0.bias"].equal(probe.starts[0]["weights"]["net.0.bias"])
+
+
+def test_random_mask_control_matches_criterion_layer_densities():
+    ticket_cb = LotteryTicket(rounds=2, epochs_per_round=1, prune_rate=0.4, scope="global")
+    fit(ticket_cb)
+    cb = LotteryTicket(rounds=2, epochs_per_round=1, prune_rate=0.4, scope="global", control="random_mask")
+    fit(cb)
+    for name in WEIGHTS:
+        # Same per-layer count as magnitude would choose on this network, at other positions.
+        assert cb.history[1]["layer_density"][name] == pytest.approx(ticket_cb.history[1]["layer_density"][name], abs=0.08)
+    assert not torch.equal(cb.masks["net.0.weight"], ticket_cb.masks["net.0.weight"])
+    assert cb.density() == pytest.approx(ticket_cb.density(), abs=0.01)
+
+
+def test_winning_round_is_sparsest_at_least_as_good_as_dense():
+    cb = LotteryTicket(rounds=2, epochs_per_round=1, tolerance=0.0)
+    cb.history = [
+        {"round": 0, "best_value": 0.50},
+        {"round": 1, "best_value": 0.45},
+        {"round": 2, "best_value": 0.60},
+    ]
+    cb._round_masks = {r: {"w": torch.arange(10) < 10 - 3 * r} for r in range(3)}
+    assert cb.winning_round == 1
+    cb.tolerance = 0.2
+    assert cb.winning_round == 2
+    cb.mode, cb.tolerance = "max", 0.0
+    assert cb.winning_round == 2
+
+
+def test_ticket_save_load_and_train_it(tmp_path):
+    cb = LotteryTicket(rounds=2, epochs_per_round=1, prune_rate=0.5)
+    fit(cb)
+    ticket = cb.ticket()
+    assert ticket.metadata["round"] == 2 and ticket.density() == pytest.approx(0.25, abs=0.01)
+    assert ticket.trained_weights is not None
+    assert ticket.metadata["settings"]["prune_rate"] == 0.5
+    ticket.save(tmp_path / "t")
+    again = LotteryTicket(ticket=tmp_path / "t", rounds=0, epochs_per_round=1)
+    _, probe = fit(again)
+    for name, value in Ticket.load(tmp_path / "t").rewind_weights.items():
+        assert torch.equal(probe.starts[0]["weights"][name], value)
+    assert again.history[0]["density"] == pytest.approx(ticket.density())
+    for name in ticket.masks:
+        assert torch.equal(again.masks[name], ticket.masks[name])
+
+
+def test_ticket_reinit_control_from_ticket():
+    cb = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5)
+    fit(cb)
+    ticket = cb.ticket()
+    control = LotteryTicket(ticket=ticket, rounds=0, epochs_per_round=1, control="reinit")
+    _, probe = fit(control)
+    w = probe.starts[0]["weights"]["net.0.weight"]
+    kept = ticket.masks["net.0.weight"]
+    assert torch.all(w[~kept] == 0)
+    assert not torch.allclose(w[kept], ticket.rewind_weights["net.0.weight"][kept])
+
+
+def test_state_dict_roundtrip():
+    cb = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5)
+    fit(cb)
+    other = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5)
+    other.load_state_dict(cb.state_dict())
+    assert other.round == 1 and other.history == cb.history
+    assert torch.equal(other.masks["net.0.weight"], cb.masks["net.0.weight"])
+    assert torch.equal(other.ticket(0).rewind_weights["net.0.weight"], cb.ticket(0).rewind_weights["net.0.weight"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(prune_rate=1.5), r"prune_rate=1.5 is outside \(0, 1\).*Hint"),
+        (dict(prune_rate=0), r"prune_rate=0 is outside \(0, 1\)"),
+        (dict(rounds=-1), r"rounds=-1 must be an integer >= 0"),
+        (dict(epochs_per_round=0), r"epochs_per_round=0 must be an integer >= 1"),
+        (dict(scope="per-layer"), r"unknown scope 'per-layer'; valid scopes: \['global', 'layerwise'\]"),
+        (dict(criterion="l2"), r"unknown criterion 'l2'; valid criteria: \["),
+        (dict(control="shuffle"), r"unknown control 'shuffle'; valid controls: \[None, 'reinit', 'random_mask'\]"),
+        (dict(rewind="start"), r"unknown rewind 'start'; allowed: \['init', 'lr', 'none'\] or an int step"),
+        (dict(rewind=-3), r"rewind=-3 must be a step >= 0"),
+        (dict(mode="up"), r"mode='up' is not one of \['min', 'max'\]"),
+        (dict(tolerance=-1), r"tolerance=-1 must be a number >= 0"),
+        (dict(parameters=[]), r"parameters=\[\] must be a non-empty list of globs"),
+        (dict(layer_rates={"*fc3*": 2}), r"layer_rates\['\*fc3\*'\]=2 is outside \[0, 1\)"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LotteryTicket(**kwargs)
+
+
+def test_bad_ticket_type():
+    with pytest.raises(TypeError, match="ticket=42 must be a Ticket"):
+        LotteryTicket(ticket=42)
+
+
+def test_empty_selection_fails_at_fit_start_listing_names():
+    with pytest.raises(ValueError, match=r"selects no tensor of TinyNet; available names: \['net.0.weight'"):
+        fit(LotteryTicket(rounds=1, epochs_per_round=1, parameters=["encoder.*"]))
+
+
+def test_max_epochs_mismatch_gives_right_value():
+    with pytest.raises(ValueError, match=r"Trainer\(max_epochs=3\) does not match.*set max_epochs=4"):
+        fit(LotteryTicket(rounds=1, epochs_per_round=2), max_epochs=3)
+
+
+def test_matching_max_epochs_accepted():
+    cb = LotteryTicket(rounds=1, epochs_per_round=2)
+    fit(cb, max_epochs=4)
+    assert len(cb.history) == 2
+
+
+def test_rewind_step_beyond_round0_fails_at_fit_start():
+    with pytest.raises(ValueError, match=r"rewind=500 is beyond round 0, which has 16 optimizer steps; allowed: 0..16"):
+        fit(LotteryTicket(rounds=1, epochs_per_round=2, rewind=500))
+
+
+def test_ticket_model_mismatch_fails_at_fit_start():
+    cb = LotteryTicket(rounds=0, epochs_per_round=1)
+    fit(cb)
+    ticket = cb.ticket()
+    ticket.rewind_weights["net.0.weight"] = torch.zeros(7, 20)
+    with pytest.raises(ValueError, match=r"'net.0.weight' has shape \(7, 20\) in the ticket but \(32, 20\)"):
+        fit(LotteryTicket(ticket=ticket, rounds=0, epochs_per_round=1))
+
+
+def test_unlogged_monitor_fails_naming_logged_metrics():
+    with pytest.raises(ValueError, match=r"monitor='val/f1' was not logged.*logged metrics: \['val/acc', 'val/loss'\]"):
+        fit(LotteryTicket(rounds=0, epochs_per_round=1, monitor="val/f1"))
+
+
+def test_ticket_before_fit_and_unknown_round():
+    cb = LotteryTicket()
+    with pytest.raises(ValueError, match="no ticket yet"):
+        cb.ticket()
+    fit(cb := LotteryTicket(rounds=1, epochs_per_round=1))
+    with pytest.raises(ValueError, match=r"round=5 has no ticket; available rounds: \[0, 1\]"):
+        cb.ticket(5)

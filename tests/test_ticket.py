@@ -1,0 +1,81 @@
+"""Ticket: save/load round trip, checksums, applying to a module."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from lth_wandb import Ticket
+
+
+def make_ticket(net: nn.Module) -> Ticket:
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    masks = {"0.weight": torch.rand(net[0].weight.shape, generator=torch.Generator().manual_seed(0)) > 0.5}
+    state["0.weight"] *= masks["0.weight"]
+    return Ticket(masks, state, {k: v + 1 for k, v in state.items()}, {"round": 2, "note": "x"})
+
+
+def net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
+
+
+def test_save_load_roundtrip_is_exact(tmp_path):
+    ticket = make_ticket(net())
+    ticket.save(tmp_path / "t")
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [
+        "masks.safetensors", "rewind.safetensors", "ticket.json", "trained.safetensors"
+    ]
+    loaded = Ticket.load(tmp_path / "t")
+    assert loaded.metadata == {"round": 2, "note": "x"}
+    for name in ticket.masks:
+        assert torch.equal(loaded.masks[name], ticket.masks[name])
+    for name in ticket.rewind_weights:
+        assert torch.equal(loaded.rewind_weights[name], ticket.rewind_weights[name])
+        assert torch.equal(loaded.trained_weights[name], ticket.trained_weights[name])
+    assert loaded.density() == pytest.approx(ticket.density())
+
+
+def test_tampered_file_fails_checksum(tmp_path):
+    make_ticket(net()).save(tmp_path)
+    path = tmp_path / "rewind.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"checksum mismatch for .*rewind.safetensors"):
+        Ticket.load(tmp_path)
+
+
+def test_missing_ticket_message(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no ticket at .*ticket.json is missing"):
+        Ticket.load(tmp_path)
+
+
+def test_newer_format_refused(tmp_path):
+    make_ticket(net()).save(tmp_path)
+    manifest = json.loads((tmp_path / "ticket.json").read_text())
+    manifest["format"] = 99
+    (tmp_path / "ticket.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="ticket format 99 is newer"):
+        Ticket.load(tmp_path)
+
+
+def test_apply_loads_masked_rewind_weights():
+    ticket = make_ticket(net())
+    target = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
+    ticket.apply(target)
+    assert torch.equal(target[0].weight, ticket.rewind_weights["0.weight"])
+    assert torch.all(target[0].weight[~ticket.masks["0.weight"]] == 0)
+
+
+def test_apply_shape_mismatch():
+    ticket = make_ticket(net())
+    with pytest.raises(ValueError, match=r"'0.weight' has shape \(5, 6\) in the ticket but \(7, 6\) in the module"):
+        ticket.apply(nn.Sequential(nn.Linear(6, 7), nn.ReLU(), nn.Linear(7, 2)))
+
+
+def test_apply_missing_name():
+    ticket = make_ticket(net())
+    with pytest.raises(ValueError, match=r"names only in the ticket: \['2.weight', '2.bias'\]"):
+        ticket.apply(nn.Sequential(nn.Linear(6, 5)))
