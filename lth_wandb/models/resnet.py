@@ -34,7 +34,8 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module | None = None
         if shortcut == "conv" and (stride != 1 or in_channels != out_channels):
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +56,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet20(nn.Module):
-    """CIFAR ResNet-20: 269,722 parameters with ``shortcut="pad"``, 272,474 with ``"conv"`` (3x32x32, 10 classes).
+    """CIFAR ResNet-20: 269,722 parameters with ``shortcut="pad"``, 272,474 with ``"conv"`` (10 classes).
 
     Args:
         in_channels: channels of the input images.
@@ -67,8 +68,8 @@ class ResNet20(nn.Module):
         super().__init__()
         if shortcut not in SHORTCUTS:
             raise ValueError(
-                f"unknown shortcut {shortcut!r}; valid: {list(SHORTCUTS)}. Hint: 'pad' is He et al.'s option A "
-                "(no parameters), 'conv' a 1x1 projection."
+                f"unknown shortcut {shortcut!r}; valid: {list(SHORTCUTS)}. "
+                "Hint: 'pad' is He et al.'s option A (no parameters), 'conv' a 1x1 projection."
             )
         self.conv = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(16)

@@ -1,0 +1,129 @@
+"""Per-step cost of keeping a network sparse: dense vs LotteryTicket vs Lightning's ModelPruning.
+
+Each variant trains 2 epochs on random data; epoch 0 is dense for all three, then both pruning callbacks cut
+the same 80% of weights (global magnitude) and epoch 1 is timed. Variants are interleaved repeat by repeat, so
+drift of the machine hits all of them alike. Prints median step times and the ratios; the last line is
+``overhead_vs_dense=<ratio> modelpruning_vs_lotteryticket=<ratio>``.
+
+    python benchmarks/overhead.py [--model lenet|conv6] [--repeats 5] [--steps 100] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelPruning
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lth_wandb import LotteryTicket
+from lth_wandb.models import Conv6, LeNet300100
+
+DENSITY = 0.2
+SHAPES = {"lenet": ((1, 28, 28), LeNet300100), "conv6": ((3, 32, 32), Conv6)}
+
+
+class Net(pl.LightningModule):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1.2e-3)
+
+
+class StepTimer(pl.Callback):
+    """Wall time from batch start to batch end in the timed epoch: forward, backward, optimizer step and every
+    hook. Data loading is left out: collating a TensorDataset costs more than LeNet's step and would hide it."""
+
+    def __init__(self, timed_epoch: int):
+        self.timed_epoch, self.times, self._start = timed_epoch, [], 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.timed_epoch:
+            self.times.append(time.perf_counter() - self._start)
+
+
+def pruning_callback(variant: str):
+    if variant == "lotteryticket":
+        return [LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=1 - DENSITY, scope="global", monitor="none")]
+    if variant == "modelpruning":
+        # Same cut as LotteryTicket: global L1 after epoch 0, hooks kept for the rest of training.
+        return [
+            ModelPruning(
+                "l1_unstructured",
+                amount=1 - DENSITY,
+                use_global_unstructured=True,
+                apply_pruning=lambda epoch: epoch == 0,
+                make_pruning_permanent=False,
+            )
+        ]
+    return []
+
+
+def time_variant(variant: str, model: str, loader: DataLoader) -> list[float]:
+    shape, net_class = SHAPES[model]
+    torch.manual_seed(0)
+    timer = StepTimer(timed_epoch=1)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        callbacks=[*pruning_callback(variant), timer],
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    trainer.fit(Net(net_class(**({"in_features": 784} if model == "lenet" else {}))), loader)
+    return timer.times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(SHAPES), default="lenet")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per epoch")
+    parser.add_argument("--batch-size", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    shape, _ = SHAPES[args.model]
+    g = torch.Generator().manual_seed(0)
+    n = args.steps * args.batch_size
+    data = TensorDataset(torch.rand(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g))
+    loader = DataLoader(data, batch_size=args.batch_size)
+
+    variants = ["dense", "lotteryticket", "modelpruning"]
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for repeat in range(args.repeats):
+        for variant in variants:
+            times[variant] += time_variant(variant, args.model, loader)
+        print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
+
+    median = {v: statistics.median(t) for v, t in times.items()}
+    print(f"\n{args.model}, batch {args.batch_size}, Adam, {args.threads} threads, density {DENSITY:.0%} "
+          f"({len(times['dense'])} timed steps per variant)")
+    for v in variants:
+        print(f"  {v:<14} median step {median[v] * 1e3:7.3f} ms   x{median[v] / median['dense']:.3f} vs dense")
+    overhead = median["lotteryticket"] / median["dense"]
+    mp_ratio = median["modelpruning"] / median["lotteryticket"]
+    print(f"overhead_vs_dense={overhead:.3f} modelpruning_vs_lotteryticket={mp_ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Datasets without torchvision: MNIST-family IDX files, CIFAR-10 batches, sklearn digits, synthetic data.
+
+``DATASETS``/``get`` is the registry; ``ClassificationDataModule`` turns any entry into Lightning loaders.
+"""
+
+from __future__ import annotations
+
+from lth_wandb.data.datamodule import ClassificationDataModule
+from lth_wandb.data.files import DatasetNotFoundError
+from lth_wandb.data.idx import read_idx
+from lth_wandb.data.sources import DATASETS, Source, get
+
+__all__ = ["DATASETS", "ClassificationDataModule", "DatasetNotFoundError", "Source", "get", "read_idx"]

@@ -1,0 +1,225 @@
+"""Dataset readers, the registry and the DataModule: real files in tmp_path, no network, no mocks."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lth_wandb.data import ClassificationDataModule, DatasetNotFoundError, get, read_idx
+from lth_wandb.data import mnist as mnist_module
+from lth_wandb.data.cifar import load_cifar10
+from lth_wandb.data.mnist import FILES, IdxSource, load_idx_dataset
+from lth_wandb.data.toy import make_synthetic
+
+IDX_CODES = {
+    np.uint8: 0x08,
+    np.int8: 0x09,
+    np.int16: 0x0B,
+    np.int32: 0x0C,
+    np.float32: 0x0D,
+    np.float64: 0x0E,
+}
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool) -> Path:
+    """Our own IDX writer, independent of the reader: magic, big-endian dims, big-endian values."""
+    header = bytes([0, 0, IDX_CODES[array.dtype.type], array.ndim]) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    data = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def write_idx_dataset(folder: Path, n_train: int = 12, n_test: int = 5, compress: bool = True) -> None:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        suffix = ".gz" if compress else ""
+        write_idx(
+            folder / f"{prefix}-images-idx3-ubyte{suffix}",
+            rng.integers(0, 256, (n, 4, 4), np.uint8),
+            compress,
+        )
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", np.arange(n, dtype=np.uint8) % 10, compress)
+
+
+@pytest.fixture
+def no_data_env(monkeypatch, tmp_path):
+    """No $LTH_DATA_DIR and an empty cache: only what a test passes explicitly can be found."""
+    monkeypatch.delenv("LTH_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+def test_idx_round_trip(tmp_path, dtype, compress):
+    array = (np.arange(2 * 3 * 5) - 7).astype(dtype).reshape(2, 3, 5)
+    got = read_idx(write_idx(tmp_path / "a.idx", array, compress))
+    assert got.dtype == np.dtype(dtype) and got.dtype.isnative and got.flags.writeable
+    np.testing.assert_array_equal(got, array)
+
+
+def test_idx_errors_name_the_problem(tmp_path):
+    good = write_idx(tmp_path / "good", np.zeros((2, 2), np.uint8), compress=False).read_bytes()
+    (tmp_path / "magic").write_bytes(b"\x00\x01" + good[2:])
+    with pytest.raises(ValueError, match=r"magic number 00010802 is not an IDX header"):
+        read_idx(tmp_path / "magic")
+    (tmp_path / "short").write_bytes(good[:-1])
+    with pytest.raises(
+        ValueError, match=r"dimensions \(2, 2\) of uint8 need 4 data bytes but the file holds 3"
+    ):
+        read_idx(tmp_path / "short")
+
+
+def test_digits_split_sizes_shapes_and_determinism():
+    dm = ClassificationDataModule("digits", seed=3)
+    assert dm.input_shape == (1, 8, 8) and dm.num_classes == 10 and dm.in_features == 64  # before setup
+    dm.setup()
+    x, y = dm.train_set.tensors
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (1293, 144, 360)
+    assert x.shape[1:] == (1, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert 0 <= x.min() and x.max() == 1 and set(y.tolist()) == set(range(10))
+    again = ClassificationDataModule("digits", seed=3)
+    again.setup()
+    assert torch.equal(again.val_set.tensors[0], dm.val_set.tensors[0])
+    other = ClassificationDataModule("digits", seed=4)
+    other.setup()
+    assert not torch.equal(other.val_set.tensors[1], dm.val_set.tensors[1])
+    assert torch.equal(other.test_set.tensors[0], dm.test_set.tensors[0])  # the test set never moves
+
+
+def test_loaders_shuffle_reproducibly_and_resume_from_state_dict():
+    def order(dm):
+        return torch.cat([y for _, y in dm.train_dataloader()])
+
+    first, second = (ClassificationDataModule("digits", batch_size=100, seed=1) for _ in range(2))
+    for dm in (first, second):
+        dm.setup()
+    assert torch.equal(order(first), order(second))
+    state = first.state_dict()
+    expected = order(first)
+    second.load_state_dict(state)
+    assert torch.equal(order(second), expected)
+    val, test = first.val_dataloader()
+    assert len(val.dataset) == 144 and len(test.dataset) == 360
+
+
+def test_val_size_errors():
+    with pytest.raises(
+        ValueError, match=r"val_size=5000 asks for 5000 validation samples, but 'digits' has 1437"
+    ):
+        ClassificationDataModule("digits", val_size=5000).setup()
+    with pytest.raises(
+        ValueError, match=r"val_size=1.5 is out of range: a count must be >= 1 and a fraction in"
+    ):
+        ClassificationDataModule("digits", val_size=1.5)
+    with pytest.raises(ValueError, match=r"val_size=True must be an int count"):
+        ClassificationDataModule("digits", val_size=True)
+    with pytest.raises(ValueError, match=r"unknown dataset 'cifar'; valid datasets: \['cifar10', 'digits'"):
+        get("cifar")
+
+
+def test_missing_dataset_names_every_way_to_provide_it(no_data_env, tmp_path):
+    with pytest.raises(DatasetNotFoundError) as info:
+        ClassificationDataModule("fashion_mnist", system_dirs=[tmp_path / "no-debian"]).setup()
+    message = str(info.value)
+    for way in ("data.root=", "LTH_DATA_DIR", "apt-get install dataset-fashion-mnist", "data.download=true"):
+        assert way in message
+    assert str(tmp_path / "no-debian") in message and str(tmp_path / "cache" / "lth_wandb") in message
+    with pytest.raises(
+        DatasetNotFoundError, match=r"Searched: .*/given/kmnist, .*/given/KMNIST/raw, .*/given\."
+    ):
+        load_idx_dataset("kmnist", root=tmp_path / "given")
+
+
+def test_idx_dataset_found_through_lth_data_dir(no_data_env, monkeypatch, tmp_path):
+    write_idx_dataset(tmp_path / "data" / "mnist", compress=False)
+    monkeypatch.setenv("LTH_DATA_DIR", str(tmp_path / "data"))
+    x_train, y_train, x_test, y_test = load_idx_dataset("mnist")
+    assert x_train.shape == (12, 1, 4, 4) and x_test.shape == (5, 1, 4, 4)
+    assert x_train.dtype == torch.float32 and 0 <= x_train.min() and x_train.max() <= 1
+    assert y_train.dtype == torch.int64 and y_test.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_download_verifies_checksums(no_data_env, monkeypatch, tmp_path):
+    mirror = tmp_path / "mirror"
+    write_idx_dataset(mirror)
+    md5 = tuple(hashlib.md5((mirror / f"{f}.gz").read_bytes()).hexdigest() for f in FILES)
+    source = IdxSource("mnist", (mirror.as_uri(),), md5, ("mnist",))
+    monkeypatch.setitem(mnist_module.SOURCES, "mnist", source)
+    x_train, *_ = load_idx_dataset("mnist", root=tmp_path / "dest", download=True)
+    assert x_train.shape == (12, 1, 4, 4) and (tmp_path / "dest" / f"{FILES[0]}.gz").is_file()
+
+    bad = IdxSource("mnist", (mirror.as_uri(),), ("0" * 32, *md5[1:]), ("mnist",))
+    monkeypatch.setitem(mnist_module.SOURCES, "mnist", bad)
+    with pytest.raises(DatasetNotFoundError, match=r"Download failed: .* does not match the published 0{32}"):
+        load_idx_dataset("mnist", root=tmp_path / "other", download=True)
+    assert os.listdir(tmp_path / "other") == []  # no partial or unverified file is left behind
+
+
+def write_cifar_batch(path: Path, n: int, start: int) -> None:
+    data = np.arange(n * 3072).reshape(n, 3072) % 256
+    with path.open("wb") as f:
+        pickle.dump({b"data": data.astype(np.uint8), b"labels": [(start + i) % 10 for i in range(n)]}, f)
+
+
+def test_cifar10_reads_batches_and_refuses_foreign_pickles(no_data_env, tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(1, 6):
+        write_cifar_batch(folder / f"data_batch_{i}", 2, i)
+    write_cifar_batch(folder / "test_batch", 3, 0)
+    x_train, y_train, x_test, y_test = load_cifar10(root=tmp_path)
+    assert x_train.shape == (10, 3, 32, 32) and x_test.shape == (3, 3, 32, 32)
+    assert x_train[0, 0, 0, 1] == pytest.approx(1 / 255) and y_train[:4].tolist() == [1, 2, 2, 3]
+
+    class Planted:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    (folder / "test_batch").write_bytes(pickle.dumps(Planted()))
+    with pytest.raises(
+        pickle.UnpicklingError, match="refusing to load posix.getcwd|refusing to load nt.getcwd"
+    ):
+        load_cifar10(root=tmp_path)
+
+
+def test_synthetic_is_seeded_balanced_and_shaped():
+    a, b = (
+        make_synthetic(num_samples=60, shape=(2, 3, 3), seed=5),
+        make_synthetic(num_samples=60, shape=(2, 3, 3), seed=5),
+    )
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    x, y, x_test, _ = a
+    assert x.shape == (60, 2, 3, 3) and x_test.shape == (12, 2, 3, 3) and 0 <= x.min() and x.max() <= 1
+    assert torch.bincount(y).tolist() == [6] * 10
+    dm = ClassificationDataModule(
+        "synthetic", num_samples=200, shape=(3, 4, 4), num_classes=4, normalize=True
+    )
+    assert dm.input_shape == (3, 4, 4) and dm.num_classes == 4
+    dm.setup()
+    assert dm.train_set.tensors[0].mean(dim=(0, 2, 3)).abs().max() < 1e-5
+
+
+@pytest.mark.skipif(
+    not all((FASHION_DIR / f"{f}.gz").is_file() for f in FILES),
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)
+def test_fashion_mnist_from_the_debian_package():
+    dm = ClassificationDataModule("fashion_mnist", root=FASHION_DIR, val_size=5000)
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (55_000, 5_000, 10_000)
+    x, y = dm.test_set.tensors
+    assert x.shape == (10_000, 1, 28, 28) and dm.train_set.tensors[0].shape[1:] == (1, 28, 28)
+    assert x.min() == 0 and x.max() == 1 and y.min() == 0 and y.max() == 9
+    assert torch.bincount(y).tolist() == [1000] * 10
