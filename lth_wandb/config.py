@@ -1,0 +1,111 @@
+"""The schema of ``lth-train``'s configuration, as dataclasses.
+
+Hydra merges every YAML under ``conf/`` into these, so a misspelt key or a value of the wrong type fails at
+start-up, naming the key. Only plain dataclasses here: Hydra itself lives in ``train.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+# Optional[...] rather than `X | None`: OmegaConf reads these annotations at runtime, on Python 3.10 too.
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: Optional[str] = None
+    batch_size: int = 60
+    # Held-out validation examples from the training set: a count (>= 1) or a fraction (< 1); None = the
+    # dataset's usual size (5000 for MNIST-family and CIFAR-10, 10% for small sets).
+    val_size: Optional[float] = None
+    eval_batch_size: int = 1000
+    num_workers: int = 0
+    download: bool = False
+    normalize: bool = False
+    # Extra arguments for the dataset loader (e.g. num_samples for `synthetic`).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"
+    lr: float = 1.2e-3
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "none"
+    step_size: int = 30
+    gamma: float = 0.1
+
+
+@dataclass
+class PruningConfig:
+    rounds: int = 5
+    epochs_per_round: int = 10
+    prune_rate: float = 0.2
+    scope: str = "layerwise"
+    layer_rates: dict[str, float] = field(default_factory=dict)
+    parameters: Optional[list[str]] = None
+    criterion: str = "magnitude"
+    # "init", "lr", "none", or a step count k (late rewinding) as a string or int.
+    rewind: str = "init"
+    control: Optional[str] = None
+    monitor: str = "val/loss"
+    mode: str = "min"
+    tolerance: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    # Validate every N optimizer steps within an epoch (None = once per epoch).
+    val_every_n_steps: Optional[int] = None
+    limit_train_batches: Optional[float] = None
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = True
+    deterministic: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"
+
+
+@dataclass
+class WandbConfig:
+    project: str = "lth-wandb"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    mode: Optional[str] = None
+    name: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    job_type: Optional[str] = None
+    dir: str = "."
+
+
+@dataclass
+class Config:
+    # The network: `_target_` names any nn.Module (wrapped in the Classifier) or LightningModule class.
+    model: Any = field(default_factory=lambda: {"_target_": "lth_wandb.models.LeNet300100"})
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    experiment: str = "custom"
+    seed: int = 0
+    # A ticket to train instead of the dense network: a directory written by Ticket.save.
+    ticket: Optional[str] = None
+    # Resume from a Lightning checkpoint ("last" = the last.ckpt of this output directory).
+    resume: Optional[str] = None

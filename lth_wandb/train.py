@@ -1,0 +1,237 @@
+"""``lth-train``: the Hydra app. Compose the config, build data, model and LotteryTicket, fit, report.
+
+    lth-train                                     # the demo: digits, offline W&B
+    lth-train experiment=lenet_fashion_mnist seed=1
+    lth-train pruning=continuous pruning.criterion=movement -m seed=0,1,2
+
+User mistakes (a misspelt key, a bad value, missing data) end with one line on stderr and exit code 2; set
+``LTH_DEBUG=1`` for the traceback. A crash during training marks the W&B run failed and exits 1.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from lth_wandb.callback import LotteryTicket
+from lth_wandb.config import Config
+from lth_wandb.data import ClassificationDataModule
+from lth_wandb.models import Classifier
+from lth_wandb.progress import RoundProgressBar, print_rounds
+
+ConfigStore.instance().store(name="base_config", node=Config)
+
+# Errors that mean "the command or config is wrong", reported in one line rather than a traceback.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, HydraException, OmegaConfBaseException)
+
+
+def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
+    data = cfg.data
+    val_size = data.val_size
+    if val_size is not None and val_size >= 1:
+        if val_size != int(val_size):
+            raise ValueError(f"data.val_size={val_size} must be a whole count when >= 1, or a fraction < 1")
+        val_size = int(val_size)
+    dm = ClassificationDataModule(
+        data.name,
+        root=data.root,
+        batch_size=data.batch_size,
+        val_size=val_size,
+        num_workers=data.num_workers,
+        seed=cfg.seed,
+        download=data.download,
+        normalize=data.normalize,
+        eval_batch_size=data.eval_batch_size,
+        **OmegaConf.to_container(data.options, resolve=True),
+    )
+    dm.setup("fit")  # load now: missing data should fail before W&B starts, not minutes in
+    return dm
+
+
+def build_model(cfg: DictConfig, dm: ClassificationDataModule) -> pl.LightningModule:
+    """Instantiate ``cfg.model``; sizes the dataset decides are filled in when the constructor takes them."""
+    if "_target_" not in cfg.model:
+        raise ValueError("model has no _target_; pick a preset (model=lenet_300_100) or give model._target_")
+    cls = hydra.utils.get_class(cfg.model._target_)
+    c, *spatial = dm.input_shape
+    known = {
+        "in_features": dm.in_features,
+        "in_channels": c,
+        "image_size": spatial[0] if spatial else None,
+        "num_classes": dm.num_classes,
+    }
+    accepted = inspect.signature(cls).parameters
+    extra = {k: v for k, v in known.items() if k in accepted and k not in cfg.model and v is not None}
+    model = hydra.utils.instantiate(cfg.model, **extra)
+    if isinstance(model, pl.LightningModule):
+        return model  # a user's own module brings its own optimizer
+    p, opt, sched = cfg.pruning, cfg.optimizer, cfg.scheduler
+    # With rewinding, the schedule replays every round, so a cosine spans one round.
+    rounds_in_schedule = 1 if str(p.rewind) != "none" else p.rounds + 1
+    return Classifier(
+        model,
+        lr=opt.lr,
+        optimizer=opt.name,
+        momentum=opt.momentum,
+        nesterov=opt.nesterov,
+        weight_decay=opt.weight_decay,
+        scheduler=sched.name,
+        step_size=sched.step_size,
+        gamma=sched.gamma,
+        cosine_epochs=p.epochs_per_round * rounds_in_schedule,
+    )
+
+
+def build_lottery(cfg: DictConfig) -> LotteryTicket:
+    p = cfg.pruning
+    return LotteryTicket(
+        rounds=p.rounds,
+        epochs_per_round=p.epochs_per_round,
+        prune_rate=p.prune_rate,
+        scope=p.scope,
+        layer_rates=dict(p.layer_rates),
+        parameters=list(p.parameters) if p.parameters is not None else None,
+        criterion=p.criterion,
+        rewind=p.rewind,
+        control=p.control,
+        monitor=p.monitor,
+        mode=p.mode,
+        tolerance=p.tolerance,
+        ticket=cfg.ticket,
+        seed=cfg.seed,
+    )
+
+
+def build_trainer(cfg: DictConfig, dm: ClassificationDataModule, callbacks: list, logger, output_dir: Path):
+    t = cfg.trainer
+    batches = math.ceil(len(dm.train_set) / dm.batch_size)
+    if t.limit_train_batches is not None:
+        limit = t.limit_train_batches
+        batches = min(batches, int(limit) if limit >= 1 else max(1, int(batches * limit)))
+    checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0)
+    return pl.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        precision=t.precision,
+        # Lightning refuses an interval longer than the epoch; clamp so small datasets still validate.
+        val_check_interval=min(t.val_every_n_steps, batches) if t.val_every_n_steps else None,
+        limit_train_batches=t.limit_train_batches,
+        log_every_n_steps=t.log_every_n_steps,
+        deterministic=t.deterministic,
+        enable_progress_bar=t.enable_progress_bar,
+        callbacks=[*callbacks, checkpoint, *([RoundProgressBar()] if t.enable_progress_bar else [])],
+        logger=logger if logger is not None else False,
+        default_root_dir=output_dir,
+    )
+
+
+def build_logger(cfg: DictConfig, output_dir: Path):
+    if cfg.logger.name == "none":
+        return None
+    if cfg.logger.name != "wandb":
+        raise ValueError(f"logger={cfg.logger.name!r} is not one of ['wandb', 'none']")
+    from lth_wandb import tracking  # W&B is imported only when it is used
+
+    w = cfg.wandb
+    return tracking.make_logger(
+        project=w.project,
+        entity=w.entity,
+        group=w.group or _multirun_group(),
+        mode=w.mode,
+        name=w.name,
+        tags=list(w.tags),
+        save_dir=w.dir,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        job_type=w.job_type,
+    )
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train one configuration; returns the run's ticket summary."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg, dm)
+    lottery = build_lottery(cfg)
+    logger = build_logger(cfg, output_dir)
+    callbacks: list[pl.Callback] = [lottery]
+    finish = lambda exit_code: None  # noqa: E731
+    if logger is not None:
+        from lth_wandb import tracking
+
+        callbacks.append(tracking.RoundLogger(lottery, input_shape=dm.input_shape))
+        finish = tracking.finish_run
+    trainer = build_trainer(cfg, dm, callbacks, logger, output_dir)
+    resume = str(output_dir / "checkpoints" / "last.ckpt") if cfg.resume == "last" else cfg.resume
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=resume)
+    except BaseException:
+        finish(exit_code=1)  # the W&B run is marked failed; the error goes on to main()
+        raise
+    if trainer.is_global_zero:
+        print_rounds(lottery)
+    finish(exit_code=0)  # one W&B run per job, also under -m
+    return ticket_summary(lottery)
+
+
+def ticket_summary(lottery: LotteryTicket) -> dict[str, Any]:
+    win = lottery.winning_round
+    by_round = {h["round"]: h for h in lottery.history}
+    return {
+        "winning_round": win,
+        "winning_density": by_round[win]["density"] if win is not None else None,
+        "winning_test_acc": by_round[win]["metrics"].get("test/acc") if win is not None else None,
+        "dense_test_acc": by_round[0]["metrics"].get("test/acc") if 0 in by_round else None,
+    }
+
+
+def _multirun_group() -> str | None:
+    """Jobs of one `-m` sweep share a W&B group named after the sweep directory."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return "multirun-" + "-".join(Path(HydraConfig.get().sweep.dir).parts[-2:])
+
+
+@hydra.main(version_base="1.3", config_path="pkg://lth_wandb.conf", config_name="config")
+def _app(cfg: DictConfig) -> dict[str, Any]:
+    return run(cfg)
+
+
+def one_line(error: BaseException) -> str:
+    """The error and its cause, joined on one line (Hydra's and OmegaConf's messages span several)."""
+    parts = [str(error)]
+    if error.__cause__ is not None and str(error.__cause__) not in parts[0]:
+        parts.append(str(error.__cause__))
+    return " ".join(" ".join(line.strip() for line in part.splitlines() if line.strip()) for part in parts)
+
+
+def main() -> None:
+    """Console entry point: runs the Hydra app and turns user mistakes into one line and exit code 2."""
+    # Hydra would print its own multi-line report and exit; let errors reach us instead.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _app()
+    except USER_ERRORS as error:
+        if os.environ.get("LTH_DEBUG"):
+            raise
+        print(f"lth-train: error: {one_line(error)} (LTH_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
