@@ -19,7 +19,6 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
@@ -28,12 +27,9 @@ from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lth_wandb.callback import LotteryTicket
-from lth_wandb.config import Config
 from lth_wandb.data import ClassificationDataModule
 from lth_wandb.models import Classifier
 from lth_wandb.progress import RoundProgressBar, print_rounds
-
-ConfigStore.instance().store(name="base_config", node=Config)
 
 # Errors that mean "the command or config is wrong", reported in one line rather than a traceback.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, HydraException, OmegaConfBaseException)
@@ -63,6 +59,14 @@ def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
 
 
 def build_model(cfg: DictConfig, dm: ClassificationDataModule) -> pl.LightningModule:
+    """The network of ``cfg.model`` as a LightningModule: a plain ``nn.Module`` is wrapped in ``Classifier``."""
+    net = _in_section("model", build_net, cfg, dm)
+    if isinstance(net, pl.LightningModule):
+        return net  # a user's own module brings its own optimizer
+    return _in_section("optimizer", build_classifier, cfg, net)
+
+
+def build_net(cfg: DictConfig, dm: ClassificationDataModule):
     """Instantiate ``cfg.model``; sizes the dataset decides are filled in when the constructor takes them."""
     if "_target_" not in cfg.model:
         raise ValueError("model has no _target_; pick a preset (model=lenet_300_100) or give model._target_")
@@ -76,14 +80,15 @@ def build_model(cfg: DictConfig, dm: ClassificationDataModule) -> pl.LightningMo
     }
     accepted = inspect.signature(cls).parameters
     extra = {k: v for k, v in known.items() if k in accepted and k not in cfg.model and v is not None}
-    model = hydra.utils.instantiate(cfg.model, **extra)
-    if isinstance(model, pl.LightningModule):
-        return model  # a user's own module brings its own optimizer
+    return hydra.utils.instantiate(cfg.model, **extra)
+
+
+def build_classifier(cfg: DictConfig, net) -> Classifier:
     p, opt, sched = cfg.pruning, cfg.optimizer, cfg.scheduler
     # With rewinding, the schedule replays every round, so a cosine spans one round.
     rounds_in_schedule = 1 if str(p.rewind) != "none" else p.rounds + 1
     return Classifier(
-        model,
+        net,
         lr=opt.lr,
         optimizer=opt.name,
         momentum=opt.momentum,
@@ -165,10 +170,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train one configuration; returns the run's ticket summary."""
     output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = build_datamodule(cfg)
+    lottery = _in_section("pruning", build_lottery, cfg)
+    dm = _in_section("data", build_datamodule, cfg)
     model = build_model(cfg, dm)
-    lottery = build_lottery(cfg)
-    logger = build_logger(cfg, output_dir)
+    logger = _in_section("wandb", build_logger, cfg, output_dir)
     callbacks: list[pl.Callback] = [lottery]
     finish = lambda exit_code: None  # noqa: E731
     if logger is not None:
@@ -187,6 +192,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print_rounds(lottery)
     finish(exit_code=0)  # one W&B run per job, also under -m
     return ticket_summary(lottery)
+
+
+def _in_section(section: str, build, *args):
+    """Run one build step; a bad value's error says which part of the config it came from."""
+    try:
+        return build(*args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise type(error)(f"{section}: {error}") from error
 
 
 def ticket_summary(lottery: LotteryTicket) -> dict[str, Any]:
@@ -209,7 +222,11 @@ def _multirun_group() -> str | None:
 
 @hydra.main(version_base="1.3", config_path="pkg://lth_wandb.conf", config_name="config")
 def _app(cfg: DictConfig) -> dict[str, Any]:
-    return run(cfg)
+    try:
+        return run(cfg)
+    except USER_ERRORS as error:
+        # Reported here, inside the job: past this point Hydra would add its own multi-line log.
+        _exit_with(error)
 
 
 def one_line(error: BaseException) -> str:
@@ -226,11 +243,15 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _app()
-    except USER_ERRORS as error:
-        if os.environ.get("LTH_DEBUG"):
-            raise
-        print(f"lth-train: error: {one_line(error)} (LTH_DEBUG=1 shows the traceback)", file=sys.stderr)
-        sys.exit(2)
+    except USER_ERRORS as error:  # composition errors: bad overrides, unknown options, wrong types
+        _exit_with(error)
+
+
+def _exit_with(error: BaseException) -> None:
+    if os.environ.get("LTH_DEBUG"):
+        raise error
+    print(f"lth-train: error: {one_line(error)} (LTH_DEBUG=1 shows the traceback)", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
