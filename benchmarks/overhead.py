@@ -116,8 +116,10 @@ def main() -> None:
         print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
 
     median = {v: statistics.median(t) for v, t in times.items()}
-    print(f"\n{args.model}, batch {args.batch_size}, Adam, {args.threads} threads, density {DENSITY:.0%} "
-          f"({len(times['dense'])} timed steps per variant)")
+    print(
+        f"\n{args.model}, batch {args.batch_size}, Adam, {args.threads} threads, density {DENSITY:.0%} "
+        f"({len(times['dense'])} timed steps per variant)"
+    )
     for v in variants:
         print(f"  {v:<14} median step {median[v] * 1e3:7.3f} ms   x{median[v] / median['dense']:.3f} vs dense")
     overhead = median["lotteryticket"] / median["dense"]

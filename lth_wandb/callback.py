@@ -11,7 +11,6 @@ next round one step late.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings
@@ -27,7 +26,8 @@ from torch import nn
 from lth_wandb import criteria
 from lth_wandb import masks as M
 from lth_wandb.pruning import check_rate, check_scope, prune, rate_overrides, shuffle_positions
-from lth_wandb.ticket import StateDict, Ticket, check_compatible
+from lth_wandb.rewind import RoundStates, clone_state, fresh_values, masked, reinit_owner
+from lth_wandb.ticket import Ticket, check_compatible
 
 REWIND_MODES = ("init", "lr", "none")
 CONTROLS = (None, "reinit", "random_mask")
@@ -120,11 +120,7 @@ class LotteryTicket(pl.Callback):
         self.round = 0
         self.masks: M.Masks = {}
         self.history: list[dict[str, Any]] = []
-        self._theta0: StateDict | None = None  # weights at global step 0: round 0's starting point
-        self._rewind_point: dict[str, Any] | None = None  # weights/optimizers/schedulers at the rewind step
-        self._trained: dict[int, StateDict] = {}  # weights at the end of each finished round
-        self._round_masks: dict[int, M.Masks] = {}
-        self._reinit_draws: dict[int, StateDict] = {}
+        self._states = RoundStates(self.rewind)
         self._best: dict[str, Any] = {}
         self._round_started_at = time.monotonic()
         self._module_class = ""
@@ -159,23 +155,25 @@ class LotteryTicket(pl.Callback):
     def ticket(self, round: int | None = None) -> Ticket:
         """The ticket of ``round`` (default: the latest): its mask, the weights it starts from, and the weights
         it trained to (None while that round is still training)."""
-        if not self._round_masks:
+        rounds = sorted(self._states.masks)
+        if not rounds:
             raise ValueError("no ticket yet: call trainer.fit(...) with this callback first")
-        round = max(self._round_masks) if round is None else round
-        if round not in self._round_masks:
-            raise ValueError(f"round={round!r} has no ticket; available rounds: {sorted(self._round_masks)}")
+        round = rounds[-1] if round is None else round
+        if round not in self._states.masks:
+            raise ValueError(f"round={round!r} has no ticket; available rounds: {rounds}")
         entry = next((h for h in self.history if h["round"] == round), {"round": round})
         metadata = {
             **entry,
             "density": self._round_density(round),
-            "layer_density": M.layer_densities(self._round_masks[round]),
+            "layer_density": M.layer_densities(self._states.masks[round]),
             "model_class": self._module_class,
             "settings": self._settings(),
         }
+        trained = self._states.trained.get(round)
         return Ticket(
-            masks=M.copy_masks(self._round_masks[round]),
-            rewind_weights=self._start_weights(round),
-            trained_weights=_clone_state(self._trained[round]) if round in self._trained else None,
+            masks=M.copy_masks(self._states.masks[round]),
+            rewind_weights=self._states.start_weights(round),
+            trained_weights=clone_state(trained) if trained is not None else None,
             metadata=metadata,
         )
 
@@ -190,21 +188,22 @@ class LotteryTicket(pl.Callback):
         names = self._select(pl_module)
         if self.control == "reinit":
             for name in names:
-                _owner(pl_module, name)  # fails now, not at round 1, if a tensor cannot be reinitialised
+                reinit_owner(pl_module, name)  # fails now, not at round 1, if a tensor cannot be reinitialised
         # A fresh start. When resuming, load_state_dict runs after this and replaces all of it.
         if self._ticket is not None:
             self._ticket.apply(pl_module)
             self.masks = M.copy_masks(self._ticket.masks)
         else:
             self.masks = M.full_masks({n: p for n, p in pl_module.named_parameters() if n in names})
-        self._round_masks[0] = M.copy_masks(self.masks)
-        if self._ticket is not None and self.control == "reinit":
-            self._reinit(pl_module, 0)
-        elif self._ticket is not None and self.control == "random_mask":
+        if self._ticket is not None and self.control == "random_mask":
             full = M.full_masks(self.masks)
             self.masks = shuffle_positions(self.masks, full, self._generator(0, "random_mask"))
-            self._round_masks[0] = M.copy_masks(self.masks)
-            self._load_weights(pl_module, self._masked(dict(pl_module.state_dict()), self.masks))
+        self._states.masks[0] = M.copy_masks(self.masks)
+        if self._ticket is not None and self.control == "reinit":
+            self._states.draws[0] = fresh_values(pl_module, self.masks, self._seed_for(0, "reinit"))
+        if self._ticket is not None and self.control is not None:
+            state = {**pl_module.state_dict(), **self._states.draws.get(0, {})}
+            pl_module.load_state_dict(masked(state, self.masks))
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Optimizers exist from here on (and are rebuilt by every fit), so the enforcement hook goes on now.
@@ -213,7 +212,7 @@ class LotteryTicket(pl.Callback):
         self._enforcer()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if isinstance(self.rewind, int) and self._rewind_point is None:
+        if isinstance(self.rewind, int) and self._states.point is None:
             steps_round0 = trainer.estimated_stepping_batches // (self.rounds + 1)
             if self.rewind > steps_round0:
                 raise ValueError(
@@ -225,7 +224,7 @@ class LotteryTicket(pl.Callback):
         self._capture(trainer, pl_module)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.round == 0 and self._rewind_point is None:
+        if self.round == 0 and self._states.point is None:
             self._capture(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -266,12 +265,8 @@ class LotteryTicket(pl.Callback):
             "round": self.round,
             "masks": self.masks,
             "history": self.history,
-            "theta0": self._theta0,
-            "rewind_point": self._rewind_point,
-            "trained": self._trained,
-            "round_masks": self._round_masks,
-            "reinit_draws": self._reinit_draws,
             "best": self._best,
+            **self._states.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -282,11 +277,7 @@ class LotteryTicket(pl.Callback):
         self.round = state_dict["round"]
         self.masks = state_dict["masks"]
         self.history = list(state_dict["history"])
-        self._theta0 = state_dict["theta0"]
-        self._rewind_point = state_dict["rewind_point"]
-        self._trained = dict(state_dict["trained"])
-        self._round_masks = dict(state_dict["round_masks"])
-        self._reinit_draws = dict(state_dict.get("reinit_draws", {}))
+        self._states.load_state_dict(state_dict)
         self._best = dict(state_dict.get("best", {}))
 
     # ----------------------------------------------------------------------------------------------------------
@@ -294,14 +285,16 @@ class LotteryTicket(pl.Callback):
 
     def _start_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule, new_round: int) -> None:
         """Prune by the scores of the round just finished, then rewind weights, optimizer and schedulers."""
-        if self._rewind_point is None:
+        if self._states.point is None:
             self._capture(trainer, pl_module)  # late rewinding to the very last step of round 0
         params = dict(pl_module.named_parameters())
-        reference = self._start_weights(self.round) if self.criterion in criteria.NEEDS_REFERENCE else {}
+        reference = self._states.start_weights(self.round) if self.criterion in criteria.NEEDS_REFERENCE else {}
         score = criteria.get(self.criterion)
         generator = self._generator(new_round, "criterion")
         scores = {
-            name: score(params[name].detach(), _to(reference.get(name), params[name]), generator).to(params[name].device)
+            name: score(params[name].detach(), _to(reference.get(name), params[name]), generator).to(
+                params[name].device
+            )
             for name in self.masks
         }
         new_masks = prune(scores, self.masks, self.prune_rate, self.scope, self.layer_rates)
@@ -310,22 +303,18 @@ class LotteryTicket(pl.Callback):
         # Every rank must train the same subnetwork, whatever rounding or ties did locally.
         self.masks = trainer.strategy.broadcast(new_masks, src=0)
         self.round = new_round
-        self._round_masks[new_round] = M.copy_masks(self.masks)
+        self._states.masks[new_round] = M.copy_masks(self.masks)
         if self.control == "reinit":
-            self._reinit(pl_module, new_round)
-        self._load_weights(pl_module, self._start_weights(new_round))
-        if self.rewind != "none":
-            for opt, state in zip(trainer.optimizers, self._rewind_point["optimizers"], strict=True):
-                # deepcopy: load_state_dict keeps the tensors it is given, and later steps update them in place.
-                opt.load_state_dict(copy.deepcopy(state))
-            for config, state in zip(trainer.lr_scheduler_configs, self._rewind_point["schedulers"], strict=True):
-                config.scheduler.load_state_dict(copy.deepcopy(state))
+            self._states.draws[new_round] = fresh_values(pl_module, self.masks, self._seed_for(new_round, "reinit"))
+        # load_state_dict copies values into the live tensors: nothing aliases the saved state.
+        pl_module.load_state_dict(self._states.start_weights(new_round))
+        self._states.restore_optimizers(trainer.optimizers, [c.scheduler for c in trainer.lr_scheduler_configs])
         self._build_enforcer(pl_module)
         self._best = {}
         self._round_started_at = time.monotonic()
 
     def _finish_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._trained[self.round] = _clone_state(pl_module.state_dict())
+        self._states.trained[self.round] = clone_state(pl_module.state_dict())
         self.history.append(
             {
                 "round": self.round,
@@ -342,46 +331,8 @@ class LotteryTicket(pl.Callback):
         )
 
     def _capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Remember θ0 at step 0 and the rewind point at its step."""
-        step = trainer.global_step
-        if self._theta0 is None and step == 0:
-            self._theta0 = _clone_state(pl_module.state_dict())
-        rewind_step = 0 if self.rewind in ("init", "lr") else self.rewind
-        if self._rewind_point is not None or rewind_step == "none" or step < rewind_step:
-            return
-        self._rewind_point = {
-            "step": step,
-            # Learning-rate rewinding keeps the trained weights, so only the schedule is remembered.
-            "weights": None if self.rewind == "lr" else _clone_state(pl_module.state_dict()),
-            "optimizers": [copy.deepcopy(opt.state_dict()) for opt in trainer.optimizers],
-            "schedulers": [copy.deepcopy(c.scheduler.state_dict()) for c in trainer.lr_scheduler_configs],
-        }
-
-    def _start_weights(self, round: int) -> StateDict:
-        """The masked weights round ``round`` starts from: θ0, the rewind point, or the previous round's result."""
-        if round == 0:
-            base = self._theta0
-        elif self.rewind in ("lr", "none"):
-            base = self._trained[round - 1]
-        else:
-            base = self._rewind_point["weights"]
-        if base is None:
-            raise ValueError(f"round {round} has not started training yet, so it has no starting weights")
-        return self._masked({**base, **self._reinit_draws.get(round, {})}, self._round_masks[round])
-
-    def _reinit(self, pl_module: pl.LightningModule, round: int) -> None:
-        """Draw fresh initial values for the masked tensors, from their modules' own initialisers."""
-        draws = {}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._seed_for(round, "reinit"))
-            for name in self.masks:
-                owner, leaf = _owner(pl_module, name)
-                fresh = copy.deepcopy(owner).to("cpu")  # CPU so the seeded CPU generator decides the draw
-                fresh.reset_parameters()
-                draws[name] = getattr(fresh, leaf).detach().clone()
-        self._reinit_draws[round] = draws
-        if round == 0:
-            self._load_weights(pl_module, self._masked({**pl_module.state_dict(), **draws}, self.masks))
+        schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
+        self._states.capture(trainer.global_step, pl_module, trainer.optimizers, schedulers)
 
     # ----------------------------------------------------------------------------------------------------------
     # Helpers
@@ -426,15 +377,8 @@ class LotteryTicket(pl.Callback):
     def _enforce(self, *_hook_args) -> None:
         self._enforcer()
 
-    def _load_weights(self, pl_module: pl.LightningModule, state: StateDict) -> None:
-        # load_state_dict copies values into the live tensors: nothing aliases the saved state.
-        pl_module.load_state_dict(state, strict=True)
-
     def _round_density(self, round: int) -> float:
-        return M.density(self._round_masks[round])
-
-    def _masked(self, state: StateDict, masks: M.Masks) -> StateDict:
-        return {name: (t * masks[name].to(t.device) if name in masks else t) for name, t in state.items()}
+        return M.density(self._states.masks[round])
 
     def _seed_for(self, round: int, purpose: str) -> int:
         # Stable across processes (hash of ints and str is salted; this is not), distinct per round and purpose.
@@ -488,21 +432,6 @@ def _load_ticket(ticket: Ticket | str | PathLike | None) -> Ticket | None:
     if isinstance(ticket, (str, PathLike)):
         return Ticket.load(ticket)
     raise TypeError(f"ticket={ticket!r} must be a Ticket, a directory written by Ticket.save, or None")
-
-
-def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
-    path, _, leaf = name.rpartition(".")
-    owner = module.get_submodule(path) if path else module
-    if not callable(getattr(owner, "reset_parameters", None)):
-        raise ValueError(
-            f"control='reinit' needs {type(owner).__name__}.reset_parameters() to draw a fresh value for {name!r}. "
-            "Hint: prune only Linear/Conv weights, or give the module a reset_parameters method."
-        )
-    return owner, leaf
-
-
-def _clone_state(state: Mapping[str, torch.Tensor]) -> StateDict:
-    return {name: t.detach().to("cpu", copy=True) for name, t in state.items()}
 
 
 def _to(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:

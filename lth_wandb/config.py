@@ -7,19 +7,17 @@ start-up, naming the key. Only plain dataclasses here: Hydra itself lives in ``t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
-
-# Optional[...] rather than `X | None`: OmegaConf reads these annotations at runtime, on Python 3.10 too.
+from typing import Any
 
 
 @dataclass
 class DataConfig:
     name: str = "digits"
-    root: Optional[str] = None
+    root: str | None = None
     batch_size: int = 60
     # Held-out validation examples from the training set: a count (>= 1) or a fraction (< 1); None = the
     # dataset's usual size (5000 for MNIST-family and CIFAR-10, 10% for small sets).
-    val_size: Optional[float] = None
+    val_size: float | None = None
     eval_batch_size: int = 1000
     num_workers: int = 0
     download: bool = False
@@ -51,11 +49,11 @@ class PruningConfig:
     prune_rate: float = 0.2
     scope: str = "layerwise"
     layer_rates: dict[str, float] = field(default_factory=dict)
-    parameters: Optional[list[str]] = None
+    parameters: list[str] | None = None
     criterion: str = "magnitude"
     # "init", "lr", "none", or a step count k (late rewinding) as a string or int.
     rewind: str = "init"
-    control: Optional[str] = None
+    control: str | None = None
     monitor: str = "val/loss"
     mode: str = "min"
     tolerance: float = 0.0
@@ -68,8 +66,8 @@ class TrainerConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     # Validate every N optimizer steps within an epoch (None = once per epoch).
-    val_every_n_steps: Optional[int] = None
-    limit_train_batches: Optional[float] = None
+    val_every_n_steps: int | None = None
+    limit_train_batches: float | None = None
     log_every_n_steps: int = 10
     enable_progress_bar: bool = True
     deterministic: bool = False
@@ -83,12 +81,12 @@ class LoggerConfig:
 @dataclass
 class WandbConfig:
     project: str = "lth-wandb"
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    mode: Optional[str] = None
-    name: Optional[str] = None
+    entity: str | None = None
+    group: str | None = None
+    mode: str | None = None
+    name: str | None = None
     tags: list[str] = field(default_factory=list)
-    job_type: Optional[str] = None
+    job_type: str | None = None
     dir: str = "."
 
 
@@ -106,6 +104,6 @@ class Config:
     experiment: str = "custom"
     seed: int = 0
     # A ticket to train instead of the dense network: a directory written by Ticket.save.
-    ticket: Optional[str] = None
+    ticket: str | None = None
     # Resume from a Lightning checkpoint ("last" = the last.ckpt of this output directory).
-    resume: Optional[str] = None
+    resume: str | None = None

@@ -54,6 +54,5 @@ def get(name: str) -> Criterion:
         return CRITERIA[name]
     except KeyError:
         raise ValueError(
-            f"unknown criterion {name!r}; valid criteria: {sorted(CRITERIA)}. "
-            "Hint: 'magnitude' is the paper's choice."
+            f"unknown criterion {name!r}; valid criteria: {sorted(CRITERIA)}. Hint: 'magnitude' is the paper's choice."
         ) from None

@@ -89,8 +89,7 @@ def _prune_jointly(scores: Mapping[str, torch.Tensor], masks: Masks, rate: float
     for name in names:
         if scores[name].shape != masks[name].shape:
             raise ValueError(
-                f"score for {name!r} has shape {tuple(scores[name].shape)} but its mask has "
-                f"{tuple(masks[name].shape)}"
+                f"score for {name!r} has shape {tuple(scores[name].shape)} but its mask has {tuple(masks[name].shape)}"
             )
     device = scores[names[0]].device
     flat_mask = torch.cat([masks[n].reshape(-1).to(device) for n in names])

@@ -64,7 +64,7 @@ def test_rewind_init_copies_theta0_every_round_no_aliasing():
     theta0 = probe.starts[0]["weights"]
     for epoch in (1, 2, 3):  # rounds >= 2 catch a rewind copy that drifted with training
         start = probe.starts[epoch]
-        mask = cb._round_masks[epoch]
+        mask = cb.ticket(epoch).masks
         for name, value in start["weights"].items():
             expected = theta0[name] * mask[name] if name in mask else theta0[name]
             assert torch.equal(value, expected), (epoch, name)
@@ -78,23 +78,23 @@ def test_late_rewind_restores_step_k_weights_optimizer_and_schedule():
     model, probe = fit(cb, TinyNet(scheduler=True))
     at_k = probe.after_step[k]
     for epoch in (2, 4):
-        mask = cb._round_masks[epoch // 2]
+        mask = cb.ticket(epoch // 2).masks
         for name, value in probe.starts[epoch]["weights"].items():
             expected = at_k[name] * mask[name] if name in mask else at_k[name]
             assert torch.equal(value, expected), (epoch, name)
         assert probe.starts[epoch]["opt_state_len"] > 0  # Adam moments as after k steps, not fresh
         assert probe.starts[epoch]["lr"] == pytest.approx(1e-2)  # k=5 is inside epoch 0: lr not decayed yet
-    assert cb._rewind_point["step"] == k
+    assert cb._states.point["step"] == k
     # The optimizer state at the rewind point is step k's, and restoring it never shared storage.
-    saved = cb._rewind_point["optimizers"][0]["state"][0]["step"]
+    saved = cb._states.point["optimizers"][0]["state"][0]["step"]
     assert int(saved) == k
 
 
 def test_lr_rewind_keeps_weights_and_replays_schedule():
     cb = LotteryTicket(rounds=2, epochs_per_round=2, prune_rate=0.3, rewind="lr")
     _, probe = fit(cb, TinyNet(scheduler=True))
-    trained = cb._trained[0]
-    mask = cb._round_masks[1]
+    trained = cb.ticket(0).trained_weights
+    mask = cb.ticket(1).masks
     for name, value in probe.starts[2]["weights"].items():
         expected = trained[name] * mask[name] if name in mask else trained[name]
         assert torch.equal(value, expected)
@@ -108,9 +108,9 @@ def test_no_rewind_continues_weights_optimizer_and_schedule():
     _, probe = fit(cb, TinyNet(scheduler=True))
     assert [probe.starts[e]["lr"] for e in range(4)] == pytest.approx([1e-2, 5e-3, 2.5e-3, 1.25e-3])
     assert all(probe.starts[e]["opt_state_len"] > 0 for e in (1, 2, 3))
-    trained = cb._trained[1]
+    trained = cb.ticket(1).trained_weights
     for name, value in probe.starts[2]["weights"].items():
-        mask = cb._round_masks[2]
+        mask = cb.ticket(2).masks
         assert torch.equal(value, trained[name] * mask[name] if name in mask else trained[name])
 
 
@@ -180,7 +180,7 @@ def test_reinit_control_same_densities_fresh_weights():
     assert cb.density() == pytest.approx(ticket_cb.density())
     theta0 = probe.starts[0]["weights"]["net.0.weight"]
     start = probe.starts[1]["weights"]["net.0.weight"]
-    kept = cb._round_masks[1]["net.0.weight"]
+    kept = cb.ticket(1).masks["net.0.weight"]
     assert not torch.allclose(start[kept], theta0[kept])
     assert torch.all(start[~kept] == 0)
     # Fresh values come from the layer's own initialiser: same scale as θ0.
@@ -195,7 +195,9 @@ def test_random_mask_control_matches_criterion_layer_densities():
     fit(cb)
     for name in WEIGHTS:
         # Same per-layer count as magnitude would choose on this network, at other positions.
-        assert cb.history[1]["layer_density"][name] == pytest.approx(ticket_cb.history[1]["layer_density"][name], abs=0.08)
+        assert cb.history[1]["layer_density"][name] == pytest.approx(
+            ticket_cb.history[1]["layer_density"][name], abs=0.08
+        )
     assert not torch.equal(cb.masks["net.0.weight"], ticket_cb.masks["net.0.weight"])
     assert cb.density() == pytest.approx(ticket_cb.density(), abs=0.01)
 
@@ -207,7 +209,7 @@ def test_winning_round_is_sparsest_at_least_as_good_as_dense():
         {"round": 1, "best_value": 0.45},
         {"round": 2, "best_value": 0.60},
     ]
-    cb._round_masks = {r: {"w": torch.arange(10) < 10 - 3 * r} for r in range(3)}
+    cb._states.masks = {r: {"w": torch.arange(10) < 10 - 3 * r} for r in range(3)}
     assert cb.winning_round == 1
     cb.tolerance = 0.2
     assert cb.winning_round == 2

@@ -32,9 +32,7 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 def write_idx(path: Path, array: np.ndarray, compress: bool) -> Path:
     """Our own IDX writer, independent of the reader: magic, big-endian dims, big-endian values."""
-    header = bytes([0, 0, IDX_CODES[array.dtype.type], array.ndim]) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
+    header = bytes([0, 0, IDX_CODES[array.dtype.type], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     data = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
     path.write_bytes(gzip.compress(data) if compress else data)
     return path
@@ -75,9 +73,7 @@ def test_idx_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match=r"magic number 00010802 is not an IDX header"):
         read_idx(tmp_path / "magic")
     (tmp_path / "short").write_bytes(good[:-1])
-    with pytest.raises(
-        ValueError, match=r"dimensions \(2, 2\) of uint8 need 4 data bytes but the file holds 3"
-    ):
+    with pytest.raises(ValueError, match=r"dimensions \(2, 2\) of uint8 need 4 data bytes but the file holds 3"):
         read_idx(tmp_path / "short")
 
 
@@ -115,13 +111,9 @@ def test_loaders_shuffle_reproducibly_and_resume_from_state_dict():
 
 
 def test_val_size_errors():
-    with pytest.raises(
-        ValueError, match=r"val_size=5000 asks for 5000 validation samples, but 'digits' has 1437"
-    ):
+    with pytest.raises(ValueError, match=r"val_size=5000 asks for 5000 validation samples, but 'digits' has 1437"):
         ClassificationDataModule("digits", val_size=5000).setup()
-    with pytest.raises(
-        ValueError, match=r"val_size=1.5 is out of range: a count must be >= 1 and a fraction in"
-    ):
+    with pytest.raises(ValueError, match=r"val_size=1.5 is out of range: a count must be >= 1 and a fraction in"):
         ClassificationDataModule("digits", val_size=1.5)
     with pytest.raises(ValueError, match=r"val_size=True must be an int count"):
         ClassificationDataModule("digits", val_size=True)
@@ -136,9 +128,7 @@ def test_missing_dataset_names_every_way_to_provide_it(no_data_env, tmp_path):
     for way in ("data.root=", "LTH_DATA_DIR", "apt-get install dataset-fashion-mnist", "data.download=true"):
         assert way in message
     assert str(tmp_path / "no-debian") in message and str(tmp_path / "cache" / "lth_wandb") in message
-    with pytest.raises(
-        DatasetNotFoundError, match=r"Searched: .*/given/kmnist, .*/given/KMNIST/raw, .*/given\."
-    ):
+    with pytest.raises(DatasetNotFoundError, match=r"Searched: .*/given/kmnist, .*/given/KMNIST/raw, .*/given\."):
         load_idx_dataset("kmnist", root=tmp_path / "given")
 
 
@@ -188,9 +178,7 @@ def test_cifar10_reads_batches_and_refuses_foreign_pickles(no_data_env, tmp_path
             return (os.getcwd, ())
 
     (folder / "test_batch").write_bytes(pickle.dumps(Planted()))
-    with pytest.raises(
-        pickle.UnpicklingError, match="refusing to load posix.getcwd|refusing to load nt.getcwd"
-    ):
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load posix.getcwd|refusing to load nt.getcwd"):
         load_cifar10(root=tmp_path)
 
 
@@ -203,9 +191,7 @@ def test_synthetic_is_seeded_balanced_and_shaped():
     x, y, x_test, _ = a
     assert x.shape == (60, 2, 3, 3) and x_test.shape == (12, 2, 3, 3) and 0 <= x.min() and x.max() <= 1
     assert torch.bincount(y).tolist() == [6] * 10
-    dm = ClassificationDataModule(
-        "synthetic", num_samples=200, shape=(3, 4, 4), num_classes=4, normalize=True
-    )
+    dm = ClassificationDataModule("synthetic", num_samples=200, shape=(3, 4, 4), num_classes=4, normalize=True)
     assert dm.input_shape == (3, 4, 4) and dm.num_classes == 4
     dm.setup()
     assert dm.train_set.tensors[0].mean(dim=(0, 2, 3)).abs().max() < 1e-5

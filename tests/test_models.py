@@ -109,9 +109,7 @@ def test_configure_optimizers_builds_the_named_optimizer_and_schedule():
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
     assert opt.defaults["weight_decay"] == 1e-4
     assert sched["interval"] == "epoch" and sched["scheduler"].step_size == 5
-    adamw = Classifier(
-        TinyMLP(), optimizer="adamw", scheduler="cosine", cosine_epochs=7
-    ).configure_optimizers()
+    adamw = Classifier(TinyMLP(), optimizer="adamw", scheduler="cosine", cosine_epochs=7).configure_optimizers()
     assert isinstance(adamw["optimizer"], torch.optim.AdamW) and adamw["lr_scheduler"]["scheduler"].T_max == 7
     assert isinstance(Classifier(TinyMLP()).configure_optimizers(), torch.optim.Adam)
     assert "net" not in Classifier(TinyMLP()).hparams

@@ -25,7 +25,10 @@ def test_save_load_roundtrip_is_exact(tmp_path):
     ticket = make_ticket(net())
     ticket.save(tmp_path / "t")
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [
-        "masks.safetensors", "rewind.safetensors", "ticket.json", "trained.safetensors"
+        "masks.safetensors",
+        "rewind.safetensors",
+        "ticket.json",
+        "trained.safetensors",
     ]
     loaded = Ticket.load(tmp_path / "t")
     assert loaded.metadata == {"round": 2, "note": "x"}

@@ -151,7 +151,10 @@ def test_installed_wheel_finds_its_configs(tmp_path):
         "print(compose(config_name='config', overrides=['experiment=lenet_mnist']).experiment)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(site)], cwd=tmp_path, capture_output=True, text=True,
+        [sys.executable, "-c", code, str(site)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr[-2000:]

@@ -46,9 +46,7 @@ def search_dirs(
     return [folder for base in bases for folder in (*(base / sub for sub in subdirs), base)]
 
 
-def locate(
-    dirs: Sequence[Path], names: Sequence[str], suffixes: Sequence[str] = ("",)
-) -> dict[str, Path] | None:
+def locate(dirs: Sequence[Path], names: Sequence[str], suffixes: Sequence[str] = ("",)) -> dict[str, Path] | None:
     """The first folder holding every file in ``names`` (each with any of ``suffixes``), as name -> path."""
     for folder in dirs:
         found = {}
@@ -126,9 +124,7 @@ def not_found(
     ]
     if debian:
         ways.append(f"install the Debian package: apt-get install {debian[0]} (puts them in {debian[1]})")
-    ways.append(
-        f"when online, pass data.download=true (Python: download=True) to fetch them into {download_dir}"
-    )
+    ways.append(f"when online, pass data.download=true (Python: download=True) to fetch them into {download_dir}")
     searched = ", ".join(str(d) for d in dirs) or f"nothing (no root, no ${ENV_VAR})"
     lines = [f"dataset {name!r}: could not find {list(files)}.", f"Searched: {searched}."]
     if reason:

@@ -53,9 +53,7 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     dtype, ndim = IDX_DTYPES[data[2]], data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(
-            f"{source}: header declares {ndim} dimensions but the file has only {len(data)} bytes."
-        )
+        raise ValueError(f"{source}: header declares {ndim} dimensions but the file has only {len(data)} bytes.")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     expected = math.prod(shape) * dtype.itemsize
     if len(data) - header != expected:

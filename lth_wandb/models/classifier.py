@@ -55,9 +55,7 @@ class Classifier(pl.LightningModule):
         cosine_epochs: int | None = None,
     ) -> None:
         super().__init__()
-        _check_choice(
-            "optimizer", optimizer, OPTIMIZERS, "'adam' with lr=1.2e-3 is the paper's LeNet setting"
-        )
+        _check_choice("optimizer", optimizer, OPTIMIZERS, "'adam' with lr=1.2e-3 is the paper's LeNet setting")
         _check_choice("scheduler", scheduler, SCHEDULERS, "use 'none' for a constant learning rate")
         _check_range("lr", lr, 0.0, None, "try 1e-3 for Adam or 0.1 for SGD")
         _check_range("weight_decay", weight_decay, 0.0, None, "use 0 to disable", allow_low=True)
@@ -85,12 +83,8 @@ class Classifier(pl.LightningModule):
         self.log("train/acc", _accuracy(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
-    def validation_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ):
-        prefix = (
-            EVAL_PREFIXES[dataloader_idx] if dataloader_idx < len(EVAL_PREFIXES) else f"val{dataloader_idx}"
-        )
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):
+        prefix = EVAL_PREFIXES[dataloader_idx] if dataloader_idx < len(EVAL_PREFIXES) else f"val{dataloader_idx}"
         self._evaluate(batch, prefix)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):

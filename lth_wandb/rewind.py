@@ -1,0 +1,133 @@
+"""What every round starts from: θ0, the rewind point, and each round's masks and trained weights.
+
+Everything is kept as CPU copies, and restoring copies values back into the live tensors. Nothing saved here
+ever shares storage with the model or the optimizer, the bug that makes Lightning's ``ModelPruning`` rewind
+rounds >= 2 to drifted values.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from lth_wandb.masks import Masks
+from lth_wandb.ticket import StateDict
+
+
+class RoundStates:
+    """Snapshots for rewinding, and the record each :class:`~lth_wandb.Ticket` is built from.
+
+    Args:
+        rewind: ``"init"`` (θ0), an int k (the state after k optimizer steps), ``"lr"`` (keep the weights,
+            replay the optimizer and LR schedule from step 0) or ``"none"`` (rewind nothing).
+    """
+
+    def __init__(self, rewind: str | int):
+        self.rewind = rewind
+        self.theta0: StateDict | None = None  # weights at step 0: round 0's starting point
+        self.point: dict[str, Any] | None = None  # step, weights, optimizer and scheduler states to rewind to
+        self.masks: dict[int, Masks] = {}  # the mask each round trained with
+        self.trained: dict[int, StateDict] = {}  # the weights each finished round ended with
+        self.draws: dict[int, StateDict] = {}  # fresh initial values of the reinit control, per round
+
+    @property
+    def rewind_step(self) -> int | None:
+        """Optimizer step to capture the rewind point at; None when nothing is rewound."""
+        if self.rewind == "none":
+            return None
+        return 0 if self.rewind in ("init", "lr") else int(self.rewind)
+
+    def capture(self, step: int, module: nn.Module, optimizers: Iterable, schedulers: Iterable) -> None:
+        """Remember θ0 at step 0 and the rewind point at its step; called at every step until both are taken."""
+        if self.theta0 is None and step == 0:
+            self.theta0 = clone_state(module.state_dict())
+        if self.point is not None or self.rewind_step is None or step < self.rewind_step:
+            return
+        self.point = {
+            "step": step,
+            # Learning-rate rewinding keeps the trained weights: only the schedule is remembered.
+            "weights": None if self.rewind == "lr" else clone_state(module.state_dict()),
+            "optimizers": [copy.deepcopy(opt.state_dict()) for opt in optimizers],
+            "schedulers": [copy.deepcopy(s.state_dict()) for s in schedulers],
+        }
+
+    def start_weights(self, round: int) -> StateDict:
+        """The masked weights round ``round`` starts from: θ0, the rewind point, or the previous round's end."""
+        if round == 0:
+            base = self.theta0
+        elif self.rewind in ("lr", "none"):
+            base = self.trained.get(round - 1)
+        else:
+            base = self.point["weights"] if self.point else None
+        if base is None or round not in self.masks:
+            raise ValueError(f"round {round} has not started training yet, so it has no starting weights")
+        return masked({**base, **self.draws.get(round, {})}, self.masks[round])
+
+    def restore_optimizers(self, optimizers: Iterable, schedulers: Iterable) -> None:
+        """Put optimizer and LR-scheduler state back to the rewind point (nothing for ``rewind="none"``)."""
+        if self.point is None:
+            return
+        for opt, state in zip(optimizers, self.point["optimizers"], strict=True):
+            # deepcopy: load_state_dict keeps the tensors it is given, and later steps update them in place.
+            opt.load_state_dict(copy.deepcopy(state))
+        for scheduler, state in zip(schedulers, self.point["schedulers"], strict=True):
+            scheduler.load_state_dict(copy.deepcopy(state))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "theta0": self.theta0,
+            "rewind_point": self.point,
+            "round_masks": self.masks,
+            "trained": self.trained,
+            "reinit_draws": self.draws,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.theta0 = state["theta0"]
+        self.point = state["rewind_point"]
+        self.masks = dict(state["round_masks"])
+        self.trained = dict(state["trained"])
+        self.draws = dict(state.get("reinit_draws", {}))
+
+
+def fresh_values(module: nn.Module, names: Iterable[str], seed: int) -> StateDict:
+    """New initial values for the named tensors, drawn by their modules' own ``reset_parameters``.
+
+    Drawn on copies on the CPU under a forked, seeded RNG: the model and the global RNG are untouched, and every
+    rank (and every resumed run) draws the same values.
+    """
+    draws = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name in names:
+            owner, leaf = reinit_owner(module, name)
+            fresh = copy.deepcopy(owner).to("cpu")
+            fresh.reset_parameters()
+            draws[name] = getattr(fresh, leaf).detach().clone()
+    return draws
+
+
+def reinit_owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The submodule holding parameter ``name`` and the attribute name, if it can draw fresh values."""
+    path, _, leaf = name.rpartition(".")
+    owner = module.get_submodule(path) if path else module
+    if not callable(getattr(owner, "reset_parameters", None)):
+        raise ValueError(
+            f"control='reinit' needs {type(owner).__name__}.reset_parameters() to draw a fresh value for {name!r}. "
+            "Hint: prune only Linear/Conv weights, or give the module a reset_parameters method."
+        )
+    return owner, leaf
+
+
+def masked(state: Mapping[str, torch.Tensor], masks: Masks) -> StateDict:
+    """A new state dict with the masked entries zeroed (tensors without a mask pass through)."""
+    return {name: (t * masks[name].to(t.device) if name in masks else t) for name, t in state.items()}
+
+
+def clone_state(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """Independent CPU copies of every tensor."""
+    return {name: t.detach().to("cpu", copy=True) for name, t in state.items()}
