@@ -78,6 +78,10 @@ class LoggerConfig:
     name: str = "wandb"
 
 
+# The W&B modes a user may ask for (wandb.mode); None decides from WANDB_MODE and credentials.
+WANDB_MODES = ("online", "offline", "disabled")
+
+
 @dataclass
 class WandbConfig:
     project: str = "lth-wandb"

@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lth_wandb.callback import LotteryTicket
+from lth_wandb.config import WANDB_MODES
 from lth_wandb.data import ClassificationDataModule
 from lth_wandb.models import Classifier
 from lth_wandb.progress import RoundProgressBar, print_rounds
@@ -146,6 +147,11 @@ def build_trainer(cfg: DictConfig, dm: ClassificationDataModule, callbacks: list
 
 
 def build_logger(cfg: DictConfig, output_dir: Path):
+    if cfg.wandb.mode is not None and cfg.wandb.mode not in WANDB_MODES:  # checked even when not logging
+        raise ValueError(
+            f"mode={cfg.wandb.mode!r} is not one of {list(WANDB_MODES)}; leave it null to decide "
+            "from WANDB_MODE and your W&B credentials"
+        )
     if cfg.logger.name == "none":
         return None
     if cfg.logger.name != "wandb":

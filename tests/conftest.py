@@ -55,6 +55,16 @@ def loaders(n: int = 256, batch_size: int = 32, seed: int = 0):
     return DataLoader(data, batch_size=batch_size), DataLoader(data, batch_size=128)
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a child process that runs W&B offline on its own.
+
+    An in-process wandb.init (tests of tracking.py) leaves WANDB_SERVICE set, and a child inheriting it would
+    hand its run to this process's W&B service instead of writing its own run files.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **extra}
+
+
 def trainer(callbacks, **kwargs) -> pl.Trainer:
     defaults = dict(
         logger=False,

@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import subprocess_env
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
@@ -159,3 +160,68 @@ def test_installed_wheel_finds_its_configs(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "lenet_mnist"
+
+
+def lth_train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = subprocess_env()
+    tiny = ["pruning.rounds=2", "pruning.epochs_per_round=1", "trainer.enable_progress_bar=false"]
+    flags = [a for a in args if a.startswith("-")]  # Hydra wants its flags before the overrides
+    overrides = [a for a in args if not a.startswith("-")]
+    return subprocess.run(
+        [sys.executable, "-m", "lth_wandb.train", *flags, *tiny, *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_lth_train_end_to_end_offline_run_read_back(tmp_path):
+    from lth_wandb.runfiles import find_runs, read_run
+
+    result = lth_train(tmp_path, "seed=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Lottery ticket rounds" in result.stdout
+    (run_dir,) = find_runs(tmp_path / "wandb")
+    run = read_run(run_dir)
+    assert run.state == "finished" and run.exit_code == 0
+    assert run.config["seed"] == 3 and run.config["pruning"]["rounds"] == 2
+    assert run.config["experiment"] == "demo" and run.config["data"]["name"] == "digits"
+    rows = [r for r in run.history if "round/density" in r]
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    # demo: hidden layers at 50% per round, the output layer at 25%.
+    assert rows[0]["round/density"] == 1.0 and rows[2]["round/density/net.fc1.weight"] == pytest.approx(0.25, abs=0.01)
+    for row in rows:
+        assert row["round/early_stop_step"] > 0 and 0 < row["round/test_acc"] <= 1
+        assert row["round/mask_first_layer"]["_type"] == "image-file"
+    assert any("train/loss" in r and "trainer/global_step" in r for r in run.history)
+    summary = run.summary
+    assert summary["ticket/winning_round"] in (0, 1, 2)
+    assert summary["ticket/dense_test_acc"] == pytest.approx(rows[0]["round/test_acc"])
+    winner = rows[summary["ticket/winning_round"]]
+    assert summary["ticket/winning_density"] == pytest.approx(winner["round/density"])
+    assert (next(tmp_path.glob("outputs/*/*/checkpoints/last.ckpt"))).stat().st_size > 0
+
+
+def test_failure_during_training_marks_the_run_failed(tmp_path):
+    from lth_wandb.runfiles import find_runs, read_run
+
+    result = lth_train(tmp_path, "pruning.monitor=val/f1")
+    assert result.returncode == 2
+    assert "monitor='val/f1' was not logged" in result.stderr.strip().splitlines()[-1]
+    run = read_run(find_runs(tmp_path / "wandb")[0])
+    assert run.state == "failed" and run.exit_code == 1
+
+
+@pytest.mark.slow
+def test_multirun_makes_one_grouped_run_per_job(tmp_path):
+    from lth_wandb.runfiles import find_runs, read_run
+
+    result = lth_train(tmp_path, "-m", "pruning.rounds=1", "seed=0,1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [read_run(p) for p in find_runs(tmp_path / "wandb")]
+    assert sorted(r.config["seed"] for r in runs) == [0, 1]
+    assert all(r.state == "finished" for r in runs)
+    assert len({run.run_id for run in runs}) == 2
+    (group,) = {r.group for r in runs}
+    assert group.startswith("multirun-")

@@ -1,0 +1,305 @@
+"""Weights & Biases tracking: run setup, the per-round metric axis, first-layer mask pictures, run finishing.
+
+The only module of the training path that imports W&B. Offline is a first-class mode: without credentials,
+runs are written to disk and uploaded later with ``wandb sync``.
+"""
+
+from __future__ import annotations
+
+import math
+import netrc
+import os
+from collections.abc import Sequence
+from os import PathLike
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import wandb
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+
+from lth_wandb.callback import LotteryTicket
+from lth_wandb.config import WANDB_MODES
+
+try:  # wandb's own lookup knows its host aliases (the default host also accepts an api.wandb.ai entry)
+    from wandb.sdk.lib.wbauth import read_netrc_auth as _wandb_read_netrc
+except ImportError:  # an internal module: other wandb versions keep it elsewhere
+    _wandb_read_netrc = None
+
+# Spellings wandb itself accepts in WANDB_MODE, mapped to what they mean.
+_ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
+              "disabled": "disabled", "shared": "shared"}  # fmt: skip
+STEP = "trainer/global_step"  # WandbLogger's x axis for everything it logs
+ROUND = "round"
+IMAGE_KEY = "round/mask_first_layer"
+VAL_ACC, TEST_ACC = "val/acc", "test/acc"
+_MIN_IMAGE_SIDE = 64  # pixels: an 8x8 digit is upscaled 8x so it is visible in the W&B UI
+_shown_notices: set[str] = set()
+
+
+def resolve_mode(mode: str | None, save_dir: str | PathLike = ".") -> tuple[str, str | None]:
+    """Decide the W&B mode.
+
+    An explicit ``mode`` wins, then ``WANDB_MODE``. Under ``wandb agent`` (``WANDB_SWEEP_ID`` set) the run
+    must report to the sweep, so it is online. Otherwise the run is online only if credentials are configured
+    (``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE`` or a ``.netrc`` entry for the W&B host); without them it
+    is offline, with a notice on how to upload it later.
+
+    Args:
+        mode: ``"online"``, ``"offline"``, ``"disabled"`` or None to decide as above.
+        save_dir: where the runs are written; only used to word the notice.
+
+    Returns:
+        ``(mode, notice)``; ``notice`` is None unless offline was chosen for lack of credentials.
+    """
+    if mode is not None:
+        if mode not in WANDB_MODES:
+            raise ValueError(
+                f"mode={mode!r} is not one of {list(WANDB_MODES)} (or None to decide from WANDB_MODE and your "
+                "credentials). Hint: 'offline' logs without a server; upload later with `wandb sync`."
+            )
+        return mode, None
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        if env not in _ENV_MODES:
+            allowed = sorted(_ENV_MODES)
+            raise ValueError(f"WANDB_MODE={env!r} is not one of {allowed}. Hint: unset it or use 'offline'.")
+        return _ENV_MODES[env], None
+    if os.environ.get("WANDB_SWEEP_ID") or _has_credentials():
+        return "online", None
+    runs = os.path.join(os.fspath(save_dir), "wandb", "offline-run-*")
+    return "offline", (
+        f"W&B: no credentials found (WANDB_API_KEY or `wandb login`), so this run is logged offline. "
+        f"Upload it later with `wandb sync {runs}`, or set WANDB_MODE=online."
+    )
+
+
+def _has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    # A fresh Settings() only gives W&B's default host; wandb's session singleton would also read the settings
+    # files, but creating it here freezes the WANDB_* environment before wandb.init sees it.
+    host = os.environ.get("WANDB_BASE_URL") or wandb.Settings().base_url
+    if _wandb_read_netrc is None:
+        try:
+            return bool(netrc.netrc(os.environ.get("NETRC")).authenticators(urlsplit(host).netloc))
+        except (OSError, netrc.NetrcParseError):
+            return False
+    try:
+        return _wandb_read_netrc(host=host) is not None
+    except Exception:  # a malformed key: going online lets wandb.init report it instead of hiding it offline
+        return True
+
+
+def make_logger(
+    project: str,
+    entity: str | None = None,
+    group: str | None = None,
+    mode: str | None = None,
+    name: str | None = None,
+    tags: Sequence[str] = (),
+    save_dir: str | PathLike = ".",
+    config: dict[str, Any] | None = None,
+    job_type: str | None = None,
+) -> WandbLogger:
+    """A Lightning ``WandbLogger`` in the mode :func:`resolve_mode` picks.
+
+    Args:
+        project: W&B project (ignored under ``wandb agent``, which sets the sweep's project).
+        entity: W&B user or team; None for your default entity.
+        group: groups runs in the UI, e.g. one experiment's seeds.
+        mode: see :func:`resolve_mode`.
+        name: display name of the run.
+        tags: run tags.
+        save_dir: the run files go to ``<save_dir>/wandb/``.
+        config: the resolved Hydra config as a plain dict, stored as the run config.
+        job_type: e.g. ``"train"`` or ``"eval"``.
+    """
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(
+            f"config must be a plain dict or None, got {type(config).__name__}. "
+            "Hint: OmegaConf.to_container(cfg, resolve=True)."
+        )
+    mode, notice = resolve_mode(mode, save_dir)
+    if notice and notice not in _shown_notices:
+        _shown_notices.add(notice)
+        rank_zero_info(notice)
+    init: dict[str, Any] = dict(entity=entity, group=group, mode=mode, job_type=job_type, config=config)
+    init["tags"] = list(tags) or None
+    if os.environ.get("WANDB_SWEEP_ID"):
+        # The agent fixes project, entity and run id; wandb.init would ignore ours, with a warning each.
+        project, init["entity"] = None, None
+    logger = WandbLogger(name=name, project=project, save_dir=os.fspath(save_dir), **init)
+    # WandbLogger always passes anonymous=None, which recent wandb answers with a deprecation warning per run.
+    pending = getattr(logger, "_wandb_init", {})
+    if "anonymous" in pending and pending["anonymous"] is None:
+        del pending["anonymous"]
+    return logger
+
+
+def finish_run(exit_code: int) -> None:
+    """Finish the active W&B run, if any, so a non-zero ``exit_code`` marks it failed. Call it on the error
+    path and between Hydra multirun jobs (each job needs its own run)."""
+    if wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
+
+
+def first_layer_connectivity(mask: torch.Tensor, input_shape: Sequence[int] | None) -> np.ndarray | None:
+    """Where the kept connections of the first layer go.
+
+    Args:
+        mask: the first layer's bool mask: ``(out, C*H*W)`` for a Linear layer on flattened images, or
+            ``(out, in_channels, kh, kw)`` for a Conv2d.
+        input_shape: ``(C, H, W)`` or ``(H, W)`` of one input; needed for a Linear layer.
+
+    Returns:
+        Linear: an ``(H, W)`` int array, the kept connections per input pixel summed over outputs and
+        channels (the paper's LeNet keeps the centre of MNIST). Conv2d: a ``(kh, kw)`` float array, the kept
+        fraction at each kernel position. None when neither applies (no or non-image ``input_shape``, or a
+        size mismatch).
+    """
+    kept = mask.detach().to("cpu", torch.bool)
+    if kept.ndim == 4:
+        return kept.float().mean(dim=(0, 1)).numpy()
+    if kept.ndim != 2 or input_shape is None or len(input_shape) not in (2, 3):
+        return None
+    channels, height, width = (1, *input_shape) if len(input_shape) == 2 else tuple(input_shape)
+    if channels * height * width != kept.shape[1]:
+        return None
+    return kept.reshape(kept.shape[0], channels, height, width).sum(dim=(0, 1)).numpy().astype(np.int64)
+
+
+def connectivity_image(values: np.ndarray) -> np.ndarray:
+    """``values`` scaled to 0..255 uint8 by its own maximum, upscaled (nearest) to at least 64 px a side."""
+    peak = float(values.max()) if values.size else 0.0
+    pixels = np.zeros(values.shape) if peak <= 0 else values / peak
+    factor = max(1, math.ceil(_MIN_IMAGE_SIDE / max(1, min(values.shape))))
+    return np.round(pixels * 255).astype(np.uint8).repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+class RoundLogger(pl.Callback):
+    """Logs a W&B row per finished :class:`LotteryTicket` round, on a ``round`` x axis, and a ticket summary.
+
+    Put it after the ``LotteryTicket`` in ``callbacks``. It does nothing unless the Trainer has a
+    ``WandbLogger``, and only logs on global rank 0.
+
+    Args:
+        lottery: the callback whose rounds are logged.
+        input_shape: shape of one input, e.g. ``(C, H, W)``. For images (``(C, H, W)`` or ``(H, W)``) a Linear
+            first layer gets a picture of its kept connections per pixel; other shapes, or None, get none.
+            Conv first layers get theirs without it.
+    """
+
+    def __init__(self, lottery: LotteryTicket, input_shape: tuple[int, ...] | None = None):
+        if not isinstance(lottery, LotteryTicket):
+            raise TypeError(f"lottery must be a LotteryTicket, got {type(lottery).__name__}")
+        if input_shape is not None and (
+            not input_shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in input_shape)
+        ):
+            raise ValueError(
+                f"input_shape={input_shape!r} must be None or a tuple of positive ints, e.g. (C, H, W). "
+                "Hint: (1, 28, 28) for MNIST, (1, 8, 8) for sklearn digits."
+            )
+        self.lottery = lottery
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.logged_rounds = 0  # entries of lottery.history already logged
+        self._warned_image = False
+
+    @property
+    def best_key(self) -> str:
+        """Row key of the best monitored value: ``round/best_val_loss`` for the default ``val/loss``."""
+        return "round/best_" + self.lottery.monitor.replace("/", "_")
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        run = self._run(trainer)
+        if run is None:
+            return
+        self.logged_rounds = min(self.logged_rounds, len(self.lottery.history))
+        run.define_metric(ROUND)
+        run.define_metric("round/*", step_metric=ROUND)
+        # wandb-core tries the globs in random (Go map) order, so "round/density" could land on WandbLogger's
+        # "*" -> trainer/global_step axis. Exact definitions are looked up before any glob.
+        for key in self._row_keys():
+            run.define_metric(key, step_metric=ROUND)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log_new_rounds(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        run = self._log_new_rounds(trainer)  # catches rounds missed when placed before LotteryTicket
+        if run is None:
+            return
+        history = self.lottery.history
+        winner = self.lottery.winning_round
+        by_round = {h["round"]: h for h in history}
+        summary = {"ticket/rounds_completed": len(history), "ticket/winning_round": winner}
+        if winner is not None:
+            summary["ticket/winning_density"] = by_round[winner]["density"]
+            summary["ticket/winning_test_acc"] = by_round[winner]["metrics"].get(TEST_ACC)
+        if 0 in by_round:
+            summary["ticket/dense_test_acc"] = by_round[0]["metrics"].get(TEST_ACC)
+        run.summary.update({k: v for k, v in summary.items() if v is not None})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"logged_rounds": self.logged_rounds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.logged_rounds = state_dict.get("logged_rounds", 0)
+
+    def _run(self, trainer: pl.Trainer) -> Any:
+        if not trainer.is_global_zero:
+            return None
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+        return None if logger is None else logger.experiment
+
+    def _row_keys(self) -> list[str]:
+        layers = [f"round/density/{name}" for name in self.lottery.masks]
+        fixed = ["round/density", self.best_key, "round/val_acc", "round/test_acc", "round/early_stop_step"]
+        return [*fixed, *layers, IMAGE_KEY]
+
+    def _log_new_rounds(self, trainer: pl.Trainer) -> Any:
+        run = self._run(trainer)
+        if run is None:
+            return None
+        for entry in self.lottery.history[self.logged_rounds :]:
+            run.log(self._row(entry))
+            self.logged_rounds += 1
+        return run
+
+    def _row(self, entry: dict[str, Any]) -> dict[str, Any]:
+        metrics = entry["metrics"]
+        row = {
+            ROUND: entry["round"],
+            # Set explicitly so wandb's step_sync does not stamp the row with whichever step it saw last.
+            STEP: entry["end_step"],
+            "round/density": entry["density"],
+            self.best_key: entry["best_value"],
+            "round/val_acc": metrics.get(VAL_ACC),
+            "round/test_acc": metrics.get(TEST_ACC),
+            "round/early_stop_step": entry["best_step"],
+            **{f"round/density/{name}": d for name, d in entry["layer_density"].items()},
+            IMAGE_KEY: self._mask_image(entry["round"]),
+        }
+        return {k: v for k, v in row.items() if v is not None}
+
+    def _mask_image(self, round: int) -> wandb.Image | None:
+        if not self.lottery.masks:
+            return None
+        # At a round's last epoch end the live masks are still that round's: pruning waits for the next round.
+        name, mask = next(iter(self.lottery.masks.items()))
+        values = first_layer_connectivity(mask, self.input_shape)
+        if values is None:
+            is_image = self.input_shape is not None and len(self.input_shape) in (2, 3)
+            if is_image and mask.ndim == 2 and not self._warned_image:
+                self._warned_image = True
+                rank_zero_warn(
+                    f"RoundLogger: input_shape={self.input_shape} does not match {name} of shape "
+                    f"{tuple(mask.shape)} (needs C*H*W == {mask.shape[1]}); no mask picture is logged."
+                )
+            return None
+        what = "kept fraction per kernel position" if mask.ndim == 4 else "kept input connections per pixel"
+        caption = f"round {round}: {name}, {what} (max {values.max():.3g})"
+        return wandb.Image(connectivity_image(values), caption=caption)
