@@ -225,3 +225,35 @@ def test_multirun_makes_one_grouped_run_per_job(tmp_path):
     assert len({run.run_id for run in runs}) == 2
     (group,) = {r.group for r in runs}
     assert group.startswith("multirun-")
+
+
+def test_users_own_lightning_module_via_target():
+    from conftest import TinyNet
+
+    cfg = cfg_for("model._target_=conftest.TinyNet", "+model.lr=0.5")
+    model = train.build_model(cfg, synthetic_dm((1, 8, 8)))
+    assert isinstance(model, TinyNet) and model.lr == 0.5  # used as is, with its own optimizer
+
+
+def test_users_config_dir_adds_a_model_option(tmp_path, monkeypatch):
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "wide_mlp.yaml").write_text("_target_: lth_wandb.models.MLP\nhidden: [48, 24]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "lth-train",
+            "--config-dir",
+            str(tmp_path / "conf"),
+            "model=wide_mlp",
+            "logger=none",
+            "pruning.rounds=1",
+            "pruning.epochs_per_round=1",
+            "trainer.enable_progress_bar=false",
+        ],
+    )
+    GlobalHydra.instance().clear()
+    train.main()
+    ckpt = __import__("torch").load(next(tmp_path.glob("outputs/*/*/checkpoints/last.ckpt")), weights_only=False)
+    assert ckpt["state_dict"]["net.fc1.weight"].shape == (48, 64)
