@@ -152,6 +152,19 @@ class LotteryTicket(pl.Callback):
         winners = [h["round"] for h in scored if sign * h["best_value"] <= limit]
         return max(winners, key=lambda r: (-self._round_density(r), r))
 
+    def summary(self, metric: str = "test/acc") -> dict[str, Any]:
+        """The run in a few numbers: rounds completed, the winning round, its density and ``metric`` at its
+        early-stop iteration, and the dense network's ``metric`` there. Values are None when unknown."""
+        by_round = {h["round"]: h for h in self.history}
+        win = self.winning_round
+        return {
+            "rounds_completed": len(self.history),
+            "winning_round": win,
+            "winning_density": by_round[win]["density"] if win is not None else None,
+            f"winning_{metric.replace('/', '_')}": by_round[win]["metrics"].get(metric) if win is not None else None,
+            f"dense_{metric.replace('/', '_')}": by_round[0]["metrics"].get(metric) if 0 in by_round else None,
+        }
+
     def ticket(self, round: int | None = None) -> Ticket:
         """The ticket of ``round`` (default: the latest): its mask, the weights it starts from, and the weights
         it trained to (None while that round is still training)."""

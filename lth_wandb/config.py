@@ -92,6 +92,15 @@ class WandbConfig:
     tags: list[str] = field(default_factory=list)
     job_type: str | None = None
     dir: str = "."
+    # Version every round's ticket and sparse trained weights as W&B Artifacts.
+    log_artifacts: bool = True
+    # "all" keeps every round's versions; "winning_latest" deletes the others when an online run ends.
+    retention: str = "all"
+    artifact_ttl_days: int | None = None
+    # "<registry>/<collection>" to link the winning ticket into (online only).
+    registry: str | None = None
+    # Also version the Lightning checkpoint at each round's end, to resume from W&B.
+    log_resume_checkpoint: bool = False
 
 
 @dataclass

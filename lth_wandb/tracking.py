@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import wandb
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+import wandb
 from lth_wandb.callback import LotteryTicket
 from lth_wandb.config import WANDB_MODES
 
@@ -180,7 +180,50 @@ def connectivity_image(values: np.ndarray) -> np.ndarray:
     return np.round(pixels * 255).astype(np.uint8).repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-class RoundLogger(pl.Callback):
+class RoundCallback(pl.Callback):
+    """Base for W&B callbacks that act once per finished :class:`LotteryTicket` round, on global rank 0.
+
+    Put it after the ``LotteryTicket`` in ``callbacks``. It does nothing unless the Trainer has a
+    ``WandbLogger``. Subclasses implement :meth:`on_round_end`; the count of handled rounds is checkpointed, so
+    a resumed run does not handle a round twice.
+    """
+
+    def __init__(self, lottery: LotteryTicket):
+        if not isinstance(lottery, LotteryTicket):
+            raise TypeError(f"lottery must be a LotteryTicket, got {type(lottery).__name__}")
+        self.lottery = lottery
+        self.handled_rounds = 0  # entries of lottery.history already handled
+
+    def on_round_end(self, trainer: pl.Trainer, run: Any, entry: dict[str, Any]) -> None:
+        """Called once per finished round with the active W&B run and the round's history entry."""
+        raise NotImplementedError
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._handle_new_rounds(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"handled_rounds": self.handled_rounds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.handled_rounds = state_dict.get("handled_rounds", 0)
+
+    def _run(self, trainer: pl.Trainer) -> Any:
+        if not trainer.is_global_zero:
+            return None
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+        return None if logger is None else logger.experiment
+
+    def _handle_new_rounds(self, trainer: pl.Trainer) -> Any:
+        run = self._run(trainer)
+        if run is None:
+            return None
+        for entry in self.lottery.history[self.handled_rounds :]:
+            self.on_round_end(trainer, run, entry)
+            self.handled_rounds += 1
+        return run
+
+
+class RoundLogger(RoundCallback):
     """Logs a W&B row per finished :class:`LotteryTicket` round, on a ``round`` x axis, and a ticket summary.
 
     Put it after the ``LotteryTicket`` in ``callbacks``. It does nothing unless the Trainer has a
@@ -194,8 +237,7 @@ class RoundLogger(pl.Callback):
     """
 
     def __init__(self, lottery: LotteryTicket, input_shape: tuple[int, ...] | None = None):
-        if not isinstance(lottery, LotteryTicket):
-            raise TypeError(f"lottery must be a LotteryTicket, got {type(lottery).__name__}")
+        super().__init__(lottery)
         if input_shape is not None and (
             not input_shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in input_shape)
         ):
@@ -203,9 +245,7 @@ class RoundLogger(pl.Callback):
                 f"input_shape={input_shape!r} must be None or a tuple of positive ints, e.g. (C, H, W). "
                 "Hint: (1, 28, 28) for MNIST, (1, 8, 8) for sklearn digits."
             )
-        self.lottery = lottery
         self.input_shape = tuple(input_shape) if input_shape is not None else None
-        self.logged_rounds = 0  # entries of lottery.history already logged
         self._warned_image = False
 
     @property
@@ -217,7 +257,7 @@ class RoundLogger(pl.Callback):
         run = self._run(trainer)
         if run is None:
             return
-        self.logged_rounds = min(self.logged_rounds, len(self.lottery.history))
+        self.handled_rounds = min(self.handled_rounds, len(self.lottery.history))
         run.define_metric(ROUND)
         run.define_metric("round/*", step_metric=ROUND)
         # wandb-core tries the globs in random (Go map) order, so "round/density" could land on WandbLogger's
@@ -225,49 +265,20 @@ class RoundLogger(pl.Callback):
         for key in self._row_keys():
             run.define_metric(key, step_metric=ROUND)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._log_new_rounds(trainer)
+    def on_round_end(self, trainer: pl.Trainer, run: Any, entry: dict[str, Any]) -> None:
+        run.log(self._row(entry))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        run = self._log_new_rounds(trainer)  # catches rounds missed when placed before LotteryTicket
+        run = self._handle_new_rounds(trainer)  # catches rounds missed when placed before LotteryTicket
         if run is None:
             return
-        history = self.lottery.history
-        winner = self.lottery.winning_round
-        by_round = {h["round"]: h for h in history}
-        summary = {"ticket/rounds_completed": len(history), "ticket/winning_round": winner}
-        if winner is not None:
-            summary["ticket/winning_density"] = by_round[winner]["density"]
-            summary["ticket/winning_test_acc"] = by_round[winner]["metrics"].get(TEST_ACC)
-        if 0 in by_round:
-            summary["ticket/dense_test_acc"] = by_round[0]["metrics"].get(TEST_ACC)
+        summary = {f"ticket/{key}": value for key, value in self.lottery.summary().items()}
         run.summary.update({k: v for k, v in summary.items() if v is not None})
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"logged_rounds": self.logged_rounds}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.logged_rounds = state_dict.get("logged_rounds", 0)
-
-    def _run(self, trainer: pl.Trainer) -> Any:
-        if not trainer.is_global_zero:
-            return None
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
-        return None if logger is None else logger.experiment
 
     def _row_keys(self) -> list[str]:
         layers = [f"round/density/{name}" for name in self.lottery.masks]
         fixed = ["round/density", self.best_key, "round/val_acc", "round/test_acc", "round/early_stop_step"]
         return [*fixed, *layers, IMAGE_KEY]
-
-    def _log_new_rounds(self, trainer: pl.Trainer) -> Any:
-        run = self._run(trainer)
-        if run is None:
-            return None
-        for entry in self.lottery.history[self.logged_rounds :]:
-            run.log(self._row(entry))
-            self.logged_rounds += 1
-        return run
 
     def _row(self, entry: dict[str, Any]) -> dict[str, Any]:
         metrics = entry["metrics"]

@@ -102,7 +102,7 @@ def build_classifier(cfg: DictConfig, net) -> Classifier:
     )
 
 
-def build_lottery(cfg: DictConfig) -> LotteryTicket:
+def build_lottery(cfg: DictConfig, ticket=None) -> LotteryTicket:
     p = cfg.pruning
     return LotteryTicket(
         rounds=p.rounds,
@@ -117,7 +117,7 @@ def build_lottery(cfg: DictConfig) -> LotteryTicket:
         monitor=p.monitor,
         mode=p.mode,
         tolerance=p.tolerance,
-        ticket=cfg.ticket,
+        ticket=ticket,
         seed=cfg.seed,
     )
 
@@ -176,20 +176,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train one configuration; returns the run's ticket summary."""
     output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    lottery = _in_section("pruning", build_lottery, cfg)
+    cfg = _with_ticket_defaults(cfg)
+    _in_section("pruning", build_lottery, cfg)  # settings fail here, before W&B or data start
     dm = _in_section("data", build_datamodule, cfg)
     model = build_model(cfg, dm)
     logger = _in_section("wandb", build_logger, cfg, output_dir)
-    callbacks: list[pl.Callback] = [lottery]
     finish = lambda exit_code: None  # noqa: E731
     if logger is not None:
         from lth_wandb import tracking
 
-        callbacks.append(tracking.RoundLogger(lottery, input_shape=dm.input_shape))
         finish = tracking.finish_run
-    trainer = build_trainer(cfg, dm, callbacks, logger, output_dir)
-    resume = str(output_dir / "checkpoints" / "last.ckpt") if cfg.resume == "last" else cfg.resume
     try:
+        ticket = _in_section("ticket", load_cfg_ticket, cfg, logger, model)
+        lottery = build_lottery(cfg, ticket)
+        callbacks = [lottery, *wandb_callbacks(cfg, lottery, dm, logger, output_dir)]
+        trainer = build_trainer(cfg, dm, callbacks, logger, output_dir)
+        resume = str(output_dir / "checkpoints" / "last.ckpt") if cfg.resume == "last" else cfg.resume
         trainer.fit(model, datamodule=dm, ckpt_path=resume)
     except BaseException:
         finish(exit_code=1)  # the W&B run is marked failed; the error goes on to main()
@@ -197,7 +199,55 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         print_rounds(lottery)
     finish(exit_code=0)  # one W&B run per job, also under -m
-    return ticket_summary(lottery)
+    return lottery.summary()
+
+
+def wandb_callbacks(cfg: DictConfig, lottery: LotteryTicket, dm, logger, output_dir: Path) -> list[pl.Callback]:
+    """The round dashboard and, unless switched off, the per-round ticket artifacts."""
+    if logger is None:
+        return []
+    from lth_wandb import tracking
+    from lth_wandb.artifacts import TicketArtifacts
+
+    callbacks: list[pl.Callback] = [tracking.RoundLogger(lottery, input_shape=dm.input_shape)]
+    w = cfg.wandb
+    if w.log_artifacts:
+        callbacks.append(
+            TicketArtifacts(
+                lottery,
+                directory=output_dir / "tickets",
+                config=OmegaConf.to_container(cfg, resolve=True),
+                retention=w.retention,
+                ttl_days=w.artifact_ttl_days,
+                registry=w.registry,
+                log_checkpoint=w.log_resume_checkpoint,
+            )
+        )
+    return callbacks
+
+
+def load_cfg_ticket(cfg: DictConfig, logger, model: pl.LightningModule):
+    """The ticket ``cfg.ticket`` names (a local directory or a W&B artifact reference), checked against the model."""
+    if cfg.ticket is None:
+        return None
+    from lth_wandb.artifacts import load_ticket
+    from lth_wandb.ticket import check_compatible
+
+    ticket = load_ticket(cfg.ticket, run=logger.experiment if logger is not None else None)
+    check_compatible(ticket, model)
+    return ticket
+
+
+def _with_ticket_defaults(cfg: DictConfig) -> DictConfig:
+    """Training a given ticket defaults to ``pruning.rounds=0`` (evaluate it) unless rounds were set explicitly."""
+    if cfg.ticket is None or not HydraConfig.initialized():
+        return cfg
+    explicit = any(o.lstrip("+~").split("=")[0] == "pruning.rounds" for o in HydraConfig.get().overrides.task)
+    if explicit:
+        return cfg
+    cfg = cfg.copy()
+    cfg.pruning.rounds = 0
+    return cfg
 
 
 def _in_section(section: str, build, *args):
@@ -206,17 +256,6 @@ def _in_section(section: str, build, *args):
         return build(*args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise type(error)(f"{section}: {error}") from error
-
-
-def ticket_summary(lottery: LotteryTicket) -> dict[str, Any]:
-    win = lottery.winning_round
-    by_round = {h["round"]: h for h in lottery.history}
-    return {
-        "winning_round": win,
-        "winning_density": by_round[win]["density"] if win is not None else None,
-        "winning_test_acc": by_round[win]["metrics"].get("test/acc") if win is not None else None,
-        "dense_test_acc": by_round[0]["metrics"].get("test/acc") if 0 in by_round else None,
-    }
 
 
 def _multirun_group() -> str | None:

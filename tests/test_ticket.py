@@ -13,7 +13,9 @@ def make_ticket(net: nn.Module) -> Ticket:
     state = {k: v.clone() for k, v in net.state_dict().items()}
     masks = {"0.weight": torch.rand(net[0].weight.shape, generator=torch.Generator().manual_seed(0)) > 0.5}
     state["0.weight"] *= masks["0.weight"]
-    return Ticket(masks, state, {k: v + 1 for k, v in state.items()}, {"round": 2, "note": "x"})
+    trained = {k: v + 1 for k, v in state.items()}
+    trained["0.weight"] *= masks["0.weight"]  # pruned weights stay zero through training
+    return Ticket(masks, state, trained, {"round": 2, "note": "x"})
 
 
 def net():
@@ -82,3 +84,27 @@ def test_apply_missing_name():
     ticket = make_ticket(net())
     with pytest.raises(ValueError, match=r"names only in the ticket: \['2.weight', '2.bias'\]"):
         ticket.apply(nn.Sequential(nn.Linear(6, 5)))
+
+
+def test_parts_select_weight_files_and_storage_is_sparse(tmp_path):
+    torch.manual_seed(0)
+    big = nn.Sequential(nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, 10))
+    state = big.state_dict()
+    masks = {"0.weight": torch.rand(300, 400) < 0.05}
+    state["0.weight"] = state["0.weight"] * masks["0.weight"]
+    ticket = Ticket(masks, state, state, {})
+    ticket.save(tmp_path / "rewind_only", parts=("rewind",))
+    loaded = Ticket.load(tmp_path / "rewind_only")
+    assert loaded.trained_weights is None and torch.equal(loaded.rewind_weights["0.weight"], state["0.weight"])
+    dense_bytes = 300 * 400 * 4
+    stored = (tmp_path / "rewind_only" / "rewind.safetensors").stat().st_size
+    stored -= (300 + 10 * 300 + 10) * 4  # the dense bias and output layer
+    packed = (tmp_path / "rewind_only" / "masks.safetensors").stat().st_size
+    # Survivors plus one bit per weight: about 5% + 1/32 of the dense fp32 layer (headers add a little).
+    assert stored + packed < dense_bytes * (0.05 + 1 / 32) * 1.1
+    trained_only = Ticket.load(ticket.save(tmp_path / "trained_only", parts=("trained",)))
+    assert trained_only.rewind_weights is None
+    with pytest.raises(ValueError, match="this ticket has no rewind weights"):
+        trained_only.apply(big)
+    with pytest.raises(ValueError, match=r"parts=\('weights',\) has unknown entries \['weights'\]"):
+        ticket.save(tmp_path / "x", parts=("weights",))
