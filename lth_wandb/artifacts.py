@@ -25,9 +25,9 @@ import pytorch_lightning as pl
 import wandb
 from lth_wandb.callback import LotteryTicket
 from lth_wandb.ticket import Ticket
-from lth_wandb.tracking import RoundCallback
+from lth_wandb.tracking import TICKET_TYPE, RoundCallback
 
-TICKET_TYPE, MODEL_TYPE, CHECKPOINT_TYPE = "lottery-ticket", "model", "checkpoint"
+MODEL_TYPE, CHECKPOINT_TYPE = "model", "checkpoint"
 RETENTION = ("all", "winning_latest")
 
 
@@ -134,31 +134,6 @@ class TicketArtifacts(RoundCallback):
             "config_digest": self.config_digest or _digest(dict(run.config)),
             "parent": f"ticket-{run.id}:round-{r - 1}" if r > 0 else None,
         }
-
-
-def load_ticket(ref: str | os.PathLike, run: Any = None) -> Ticket:
-    """A ticket from a local directory or a W&B artifact reference (``entity/project/ticket-abc:winning``).
-
-    With ``run`` (the active W&B run) the artifact is used through ``run.use_artifact``, so W&B records that this
-    run consumed it (lineage). Checksums are verified on load; nothing is unpickled.
-    """
-    path = Path(os.path.expanduser(os.fspath(ref)))
-    if path.is_dir():
-        return Ticket.load(path)
-    return Ticket.load(download_ticket(os.fspath(ref), run))
-
-
-def download_ticket(ref: str, run: Any = None) -> Path:
-    """The one place that talks to a W&B server for tickets: fetch artifact ``ref`` and return its folder."""
-    try:
-        artifact = run.use_artifact(ref, type=TICKET_TYPE) if run is not None else wandb.Api().artifact(ref)
-        return Path(artifact.download())
-    except Exception as error:  # wandb raises several types (CommError, ValueError, UsageError...) for this
-        raise FileNotFoundError(
-            f"ticket={ref!r} is neither a local ticket directory nor a W&B artifact that could be fetched "
-            f"({type(error).__name__}: {error}). Hint: pass a directory written by Ticket.save, or "
-            "'entity/project/ticket-<run id>:winning' with W&B online."
-        ) from error
 
 
 def prune_versions(run: Any, name: str, kind: str, keep: tuple[str, ...] = ("winning", "latest")) -> int:

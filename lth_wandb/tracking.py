@@ -11,6 +11,7 @@ import netrc
 import os
 from collections.abc import Sequence
 from os import PathLike
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 import wandb
 from lth_wandb.callback import LotteryTicket
 from lth_wandb.config import WANDB_MODES
+from lth_wandb.ticket import Ticket
 
 try:  # wandb's own lookup knows its host aliases (the default host also accepts an api.wandb.ai entry)
     from wandb.sdk.lib.wbauth import read_netrc_auth as _wandb_read_netrc
@@ -32,6 +34,7 @@ except ImportError:  # an internal module: other wandb versions keep it elsewher
 # Spellings wandb itself accepts in WANDB_MODE, mapped to what they mean.
 _ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
               "disabled": "disabled", "shared": "shared"}  # fmt: skip
+TICKET_TYPE = "lottery-ticket"  # the W&B artifact type of a ticket (lth_wandb.artifacts logs them)
 STEP = "trainer/global_step"  # WandbLogger's x axis for everything it logs
 ROUND = "round"
 IMAGE_KEY = "round/mask_first_layer"
@@ -314,3 +317,28 @@ class RoundLogger(RoundCallback):
         what = "kept fraction per kernel position" if mask.ndim == 4 else "kept input connections per pixel"
         caption = f"round {round}: {name}, {what} (max {values.max():.3g})"
         return wandb.Image(connectivity_image(values), caption=caption)
+
+
+def load_ticket(ref: str | os.PathLike, run: Any = None) -> Ticket:
+    """A ticket from a local directory or a W&B artifact reference (``entity/project/ticket-abc:winning``).
+
+    With ``run`` (the active W&B run) the artifact is used through ``run.use_artifact``, so W&B records that this
+    run consumed it (lineage). Checksums are verified on load; nothing is unpickled.
+    """
+    path = Path(os.path.expanduser(os.fspath(ref)))
+    if path.is_dir():
+        return Ticket.load(path)
+    return Ticket.load(download_ticket(os.fspath(ref), run))
+
+
+def download_ticket(ref: str, run: Any = None) -> Path:
+    """The one place that talks to a W&B server for tickets: fetch artifact ``ref`` and return its folder."""
+    try:
+        artifact = run.use_artifact(ref, type=TICKET_TYPE) if run is not None else wandb.Api().artifact(ref)
+        return Path(artifact.download())
+    except Exception as error:  # wandb raises several types (CommError, ValueError, UsageError...) for this
+        raise FileNotFoundError(
+            f"ticket={ref!r} is neither a local ticket directory nor a W&B artifact that could be fetched "
+            f"({type(error).__name__}: {error}). Hint: pass a directory written by Ticket.save, or "
+            "'entity/project/ticket-<run id>:winning' with W&B online."
+        ) from error

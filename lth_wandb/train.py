@@ -230,8 +230,8 @@ def load_cfg_ticket(cfg: DictConfig, logger, model: pl.LightningModule):
     """The ticket ``cfg.ticket`` names (a local directory or a W&B artifact reference), checked against the model."""
     if cfg.ticket is None:
         return None
-    from lth_wandb.artifacts import load_ticket
     from lth_wandb.ticket import check_compatible
+    from lth_wandb.tracking import load_ticket
 
     ticket = load_ticket(cfg.ticket, run=logger.experiment if logger is not None else None)
     check_compatible(ticket, model)

@@ -10,8 +10,9 @@ import torch
 from conftest import subprocess_env
 
 from lth_wandb import Ticket
-from lth_wandb.artifacts import TicketArtifacts, load_ticket
+from lth_wandb.artifacts import TicketArtifacts
 from lth_wandb.runfiles import find_runs, read_run
+from lth_wandb.tracking import load_ticket
 
 ROUNDS = 3
 
