@@ -19,6 +19,8 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/lth-train
+	$(BIN)/lth-report --offline wandb --html report/report.html
+	@echo "Open report/report.html in a browser: the figures, rounds and tickets of the runs in ./wandb"
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -30,4 +32,4 @@ bench: install
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) outputs multirun wandb lightning_logs
+	rm -rf $(VENV) outputs multirun wandb lightning_logs report

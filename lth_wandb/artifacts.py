@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-
 import wandb
+
 from lth_wandb.callback import LotteryTicket
 from lth_wandb.ticket import Ticket
 from lth_wandb.tracking import TICKET_TYPE, RoundCallback

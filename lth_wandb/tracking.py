@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import wandb
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-import wandb
 from lth_wandb.callback import LotteryTicket
 from lth_wandb.config import WANDB_MODES
 from lth_wandb.ticket import Ticket

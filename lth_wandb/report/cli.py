@@ -1,0 +1,142 @@
+"""``lth-report``: the study as a W&B Report, or as one offline HTML page.
+
+    lth-report --offline wandb --html report/report.html          # local run files -> HTML + PNG/SVG figures
+    lth-report --entity E --project P --group G [--runs wandb]    # W&B Report spec as JSON (no server needed)
+    lth-report --entity E --project P --sweep S --save            # publish it (needs a server and credentials)
+
+Mistakes in the command end with one line on stderr and exit code 2, as in lth-train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_HTML = "report/report.html"
+DEFAULT_SPEC = "report-spec.json"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lth-report",
+        description="Build the lottery-ticket report of a run, a group or a sweep: a W&B Report "
+        "(--entity/--project) or a self-contained HTML page from local run files (--offline).",
+    )
+    p.add_argument("--offline", metavar="DIR", help="local run files: a wandb/ folder, a run, or a sweep/multirun dir")
+    p.add_argument("--html", metavar="FILE", help=f"offline: the page to write (default {DEFAULT_HTML})")
+    p.add_argument("--entity", help="W&B user or team owning the project (required for a W&B Report)")
+    p.add_argument("--project", help="W&B project of the runs (lth-train's wandb.project, default lth-wandb)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--group", help="only the runs of this W&B group (e.g. a multirun's multirun-...)")
+    which.add_argument("--sweep", help="only the runs of this sweep id (adds parallel coordinates, importance)")
+    p.add_argument("--title", help="report title (default: names the group, sweep or folder)")
+    p.add_argument(
+        "--runs",
+        metavar="DIR",
+        help="W&B Report: read the runs for the summary and ticket links from "
+        "local run files (e.g. the ones you `wandb sync`); with --save they default to the W&B API",
+    )
+    p.add_argument(
+        "--metric",
+        default=None,
+        help="sweeps: summary metric for parameter importance (default ticket/winning_density)",
+    )
+    p.add_argument("--save", action="store_true", help="publish the W&B Report (needs a server and credentials)")
+    p.add_argument("--out", metavar="FILE", help=f"without --save: where the report spec goes (default {DEFAULT_SPEC})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    p = parser()
+    args = p.parse_args(argv)
+    _validate(p, args)
+    try:
+        return offline_report(args) if args.offline else wandb_report(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"lth-report: error: {error}", file=sys.stderr)
+        return 2
+
+
+def offline_report(args: argparse.Namespace) -> int:
+    from lth_wandb.report.html import write_html_report
+    from lth_wandb.report.sources import collect_offline
+    from lth_wandb.report.summary import summary_text
+
+    study = collect_offline(args.offline, group=args.group)
+    report = write_html_report(study, args.html or DEFAULT_HTML, title=args.title)
+    print(summary_text(study))
+    if study.skipped:
+        print(
+            f"Skipped {len(study.skipped)} run directories (listed in the report), e.g. {study.skipped[0][0]}: "
+            f"{study.skipped[0][1]}"
+        )
+    print(f"Figures: {report.path.parent / (report.path.stem + '-figures')} (PNG and SVG)")
+    print(f"Report: {report.path}")
+    return 0
+
+
+def wandb_report(args: argparse.Namespace) -> int:
+    from lth_wandb.report import wandb_report as wb
+    from lth_wandb.report.sources import collect_api, collect_offline
+
+    if args.runs:
+        study = collect_offline(args.runs, group=args.group)
+        study.sweep = args.sweep
+    elif args.save:
+        study = collect_api(args.entity, args.project, group=args.group, sweep=args.sweep)
+    else:
+        study = None
+    report = wb.build_report(
+        args.entity,
+        args.project,
+        group=args.group,
+        sweep=args.sweep,
+        title=args.title,
+        study=study,
+        metric=args.metric or wb.DEFAULT_METRIC,
+    )
+    if args.save:
+        print(f"Published: {wb.publish(report)}")
+        return 0
+    out = Path(args.out or DEFAULT_SPEC)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(wb.report_spec(report), indent=1), encoding="utf-8")
+    print(wb.describe(report))
+    print(f"Spec: {out} (not published; add --save to publish it)")
+    return 0
+
+
+def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.offline:
+        extra = [
+            flag
+            for flag, value in (
+                ("--save", args.save),
+                ("--out", args.out),
+                ("--sweep", args.sweep),
+                ("--runs", args.runs),
+                ("--metric", args.metric),
+            )
+            if value
+        ]
+        if extra:
+            p.error(
+                f"{', '.join(extra)} cannot be used with --offline (it writes HTML from local files). Hint: point "
+                "--offline at the sweep directory, or drop --offline and give --entity and --project."
+            )
+        return
+    if args.html:
+        p.error("--html needs --offline DIR. Hint: lth-report --offline wandb --html report/report.html")
+    missing = [flag for flag, value in (("--entity", args.entity), ("--project", args.project)) if not value]
+    if missing:
+        p.error(
+            f"{' and '.join(missing)} required for a W&B Report, or --offline DIR for an HTML report. "
+            "Hint: lth-report --entity my-team --project lth-wandb --group G"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

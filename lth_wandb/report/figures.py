@@ -1,0 +1,194 @@
+"""The paper's figures, drawn with matplotlib from a :class:`~lth_wandb.report.data.Study`.
+
+- test accuracy vs percent of weights remaining: tickets vs the random-reinit and random-pruning controls;
+- early-stop iteration vs percent of weights remaining;
+- validation loss during training, one curve per round.
+
+The density axis is logarithmic and runs from dense (left) to sparse (right), as in Frankle & Carbin (2019).
+With several runs per curve (seeds), each run's points are drawn faintly and the curve is their mean ± std.
+Every plotted run carries ``gid="run:<run id>"`` so tests (and users) can read the data back from the figure.
+Figures are built on ``matplotlib.figure.Figure`` (no pyplot), so nothing global changes and no display is needed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from os import PathLike
+from pathlib import Path
+from statistics import mean, pstdev
+
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from lth_wandb.report.data import Round, RunRounds, Study
+from lth_wandb.report.summary import best_ticket
+
+CAPTIONS = {
+    "accuracy": "Test accuracy at the early-stop iteration vs percent of weights remaining (log scale).",
+    "early_stop": "Early-stop iteration (step of minimum validation loss, counted from the round's start) vs "
+    "percent of weights remaining.",
+    "val_curves": "Validation loss during each round; the dot marks the early-stop point, dashed lines a round "
+    "that did not finish.",
+}
+FORMATS = ("png", "svg")
+_MAX_TICKS = 8
+_MAX_PANELS = 6
+
+
+def make_figures(study: Study) -> dict[str, Figure]:
+    """All figures of the report, keyed as in :data:`CAPTIONS`."""
+    best = best_ticket(study)
+    star = None
+    if best is not None and best.round.test_acc is not None:
+        star = (best.round.density * 100, best.round.test_acc * 100)
+    return {
+        "accuracy": density_figure(
+            study, lambda r: _scaled(r.test_acc, 100), "Test accuracy (%)", "Test accuracy", highlight=star
+        ),
+        "early_stop": density_figure(study, lambda r: r.early_stop_iteration, "Early-stop iteration", "Early stopping"),
+        "val_curves": val_curves_figure(study),
+    }
+
+
+def density_figure(
+    study: Study,
+    value: Callable[[Round], float | None],
+    ylabel: str,
+    title: str,
+    highlight: tuple[float, float] | None = None,
+) -> Figure:
+    """``value(round)`` against percent of weights remaining, one colour per series of
+    :meth:`Study.series`; each run a ``Line2D`` with ``gid="run:<id>"`` and one point per round.
+    ``highlight`` (x, y) gets a star: the best winning ticket."""
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    densities: set[float] = set()
+    for i, (label, runs) in enumerate(study.series().items()):
+        color, several = f"C{i % 10}", len(runs) > 1
+        by_density: dict[float, list[float]] = {}
+        for run in runs:
+            points = [(r.density * 100, value(r)) for r in run.rounds if value(r) is not None]
+            for x, y in points:
+                by_density.setdefault(round(x, 4), []).append(y)
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            style = dict(ls="none", alpha=0.35, ms=4) if several else dict(ls="-", label=label)
+            ax.plot(xs, ys, marker="o", color=color, gid=f"run:{run.run_id}", **style)
+        densities.update(by_density)
+        if several and by_density:
+            xs = sorted(by_density, reverse=True)
+            bars = ax.errorbar(
+                xs,
+                [mean(by_density[x]) for x in xs],
+                yerr=[pstdev(by_density[x]) for x in xs],
+                color=color,
+                marker="o",
+                capsize=3,
+                label=f"{label}: mean ± std of {len(runs)} runs",
+            )
+            bars.lines[0].set_gid(f"mean:{label}")  # the means; a gid passed to errorbar would also tag the caps
+    if highlight is not None:
+        ax.plot(
+            *highlight,
+            marker="*",
+            ms=15,
+            color="gold",
+            mec="black",
+            ls="none",
+            label="best winning ticket",
+            gid="best",
+            zorder=5,
+        )
+    ax.set(xlabel="Percent of weights remaining", ylabel=ylabel, title=title)
+    ax.grid(True, which="major", alpha=0.3)
+    if densities:
+        _density_axis(ax, densities)
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no finished rounds yet", ha="center", va="center", transform=ax.transAxes)
+    return fig
+
+
+def val_curves_figure(study: Study, metric: str = "val/loss") -> Figure:
+    """``metric`` against iterations within the round: one panel per series (at most 6), one line per run and
+    round (``gid="curve:<run id>:<round>"``), coloured by round."""
+    series = list(study.series().items())[:_MAX_PANELS] or [("no runs", [])]
+    cols = min(3, len(series))
+    rows = math.ceil(len(series) / cols)
+    fig = Figure(figsize=(4.2 * cols + 0.6, 3.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
+    last_round = max((r.round for run in study.runs for r in run.rounds), default=0) + 1
+    cmap = colormaps["viridis"]
+    for ax, (label, runs) in zip(axes, series, strict=False):
+        labelled: set[int] = set()
+        for run in runs:
+            _plot_run_curves(ax, run, metric, cmap, last_round, labelled)
+        ax.set(title=label, xlabel="Iteration within round")
+        ax.grid(True, alpha=0.3)
+        if labelled:
+            ax.legend(fontsize="x-small", title="round (weights left)", title_fontsize="x-small")
+        else:
+            ax.text(0.5, 0.5, "no validation points", ha="center", va="center", transform=ax.transAxes)
+    for ax in axes[len(series) :]:
+        ax.set_visible(False)
+    axes[0].set_ylabel(metric)
+    return fig
+
+
+def figure_bytes(fig: Figure, fmt: str) -> bytes:
+    """The figure encoded as ``fmt`` (``"png"`` or ``"svg"``)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt={fmt!r} is not one of {list(FORMATS)}. Hint: PNG for pages, SVG for papers.")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=110, metadata={"Software": None} if fmt == "png" else {"Date": None})
+    return buffer.getvalue()
+
+
+def save_figures(figures: dict[str, Figure], folder: str | PathLike) -> dict[str, dict[str, Path]]:
+    """Write each figure as PNG and SVG into ``folder``; returns ``{name: {"png": path, "svg": path}}``."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, dict[str, Path]] = {}
+    for name, fig in figures.items():
+        for fmt in FORMATS:
+            path = out / f"{name}.{fmt}"
+            path.write_bytes(figure_bytes(fig, fmt))
+            written.setdefault(name, {})[fmt] = path
+    return written
+
+
+def _plot_run_curves(ax, run: RunRounds, metric: str, cmap, last_round: int, labelled: set[int]) -> None:
+    finished = {r.round: r for r in run.rounds}
+    for number, points in sorted(run.round_curves().items()):
+        values = [(x, v[metric]) for x, v in points if metric in v]
+        if not values:
+            continue
+        xs, ys = zip(*values, strict=True)
+        done = finished.get(number)
+        label = None
+        if number not in labelled:
+            labelled.add(number)
+            label = f"{number} ({done.density:.1%})" if done else f"{number} (unfinished)"
+        color = cmap(number / max(1, last_round))
+        ax.plot(xs, ys, color=color, lw=1.2, ls="-" if done else "--", label=label, gid=f"curve:{run.run_id}:{number}")
+        best = min(range(len(ys)), key=ys.__getitem__)
+        ax.plot([xs[best]], [ys[best]], "o", color=color, ms=4)
+
+
+def _density_axis(ax, densities: set[float]) -> None:
+    ax.set_xscale("log")
+    ticks = sorted(densities, reverse=True)
+    if len(ticks) > _MAX_TICKS:
+        step = math.ceil(len(ticks) / _MAX_TICKS)
+        ticks = ticks[::step]
+    ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    low, high = min(densities), max(densities)
+    ax.set_xlim(high * 1.15, low / 1.15)  # dense on the left, as in the paper
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor

@@ -1,0 +1,288 @@
+"""The offline report: one self-contained HTML page (no scripts, no external files) with the summary, the
+figures (PNG inline, SVG as a download link), the runs, their rounds, the winning tickets and the config.
+
+Air-gapped users share this file; ``make demo`` ends by writing one.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from lth_wandb.report.data import VARIANT_LABELS, RunRounds, Study
+from lth_wandb.report.figures import CAPTIONS, figure_bytes, make_figures, save_figures
+from lth_wandb.report.summary import best_ticket, summary_text
+
+_CSS = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1f2328; margin: 0 auto;
+       max-width: 1100px; padding: 24px; }
+h1 { margin-bottom: 4px; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: 4px; margin-top: 32px; }
+.meta { color: #59636e; margin-top: 0; } .summary { font-size: 16px; background: #f6f8fa; padding: 12px 16px;
+       border-left: 4px solid #1f77b4; }
+.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: 8px 24px; }
+#fig-val_curves { grid-column: 1 / -1; }
+figure { margin: 16px 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
+figcaption { color: #59636e; font-size: 14px; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 14px; }
+th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: right; } th { background: #f6f8fa; }
+td.text, th.text { text-align: left; } tr.winning td { background: #fff8c5; font-weight: 600; }
+code { font-size: 13px; }
+"""
+
+
+@dataclass
+class HtmlReport:
+    """What :func:`write_html_report` wrote.
+
+    Attributes:
+        path: the HTML page.
+        figures: the matplotlib figures embedded in it, by name (see ``figures.CAPTIONS``).
+        files: ``{name: {"png": path, "svg": path}}``, the figures also saved beside the page.
+    """
+
+    path: Path
+    figures: dict[str, Figure]
+    files: dict[str, dict[str, Path]]
+
+
+def write_html_report(study: Study, path: str | PathLike, title: str | None = None) -> HtmlReport:
+    """Draw the figures, save them beside the page (``<stem>-figures/``) and write the HTML page.
+
+    Args:
+        study: the runs, e.g. from :func:`lth_wandb.report.sources.collect_offline`.
+        path: the HTML file to write; folders are created.
+        title: page title; default names the group or the source folder.
+    """
+    out = Path(path)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"path={str(out)!r} must end in .html. Hint: --html report/report.html")
+    figures = make_figures(study)
+    files = save_figures(figures, out.parent / f"{out.stem}-figures")
+    out.write_text(build_html(study, figures, title or default_title(study)), encoding="utf-8")
+    return HtmlReport(out, figures, files)
+
+
+def default_title(study: Study) -> str:
+    what = study.group or study.sweep or Path(study.source).resolve().name or study.source
+    return f"Lottery tickets: {what}"
+
+
+def build_html(study: Study, figures: dict[str, Figure], title: str) -> str:
+    """The page as a string; every figure inline, so the file stands alone."""
+    when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    parts = [
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="meta">Generated {_e(when)} by lth-report from <code>{_e(_source(study))}</code>.</p>',
+        f'<p class="summary" id="summary">{_e(summary_text(study))}</p>',
+        "<h2>Figures</h2>",
+        '<div class="figures">',
+        *(_figure(name, fig) for name, fig in figures.items()),
+        "</div>",
+        "<h2>Runs</h2>",
+        _runs_table(study),
+        _tickets(study),
+        "<h2>Rounds</h2>",
+        *(_rounds_table(run) for run in study.runs),
+        "<h2>Configuration</h2>",
+        _config(study),
+        _skipped(study),
+    ]
+    body = "\n".join(p for p in parts if p)
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        # The page is an inert document; data: images only, nothing to fetch.
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
+        "style-src 'unsafe-inline'\">\n"
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+def _source(study: Study) -> str:
+    path = Path(study.source)
+    return str(path.resolve()) if path.exists() else study.source
+
+
+def _figure(name: str, fig: Figure) -> str:
+    png = base64.b64encode(figure_bytes(fig, "png")).decode("ascii")
+    svg = base64.b64encode(figure_bytes(fig, "svg")).decode("ascii")
+    caption = CAPTIONS.get(name, name)
+    return (
+        f'<figure id="fig-{_e(name)}"><img src="data:image/png;base64,{png}" alt="{_e(caption)}">'
+        f'<figcaption>{_e(caption)} <a download="{_e(name)}.svg" href="data:image/svg+xml;base64,{svg}">SVG</a>'
+        "</figcaption></figure>"
+    )
+
+
+def _runs_table(study: Study) -> str:
+    if not study.runs:
+        return "<p>No runs.</p>"
+
+    def planned(run: RunRounds) -> str:
+        return f"{len(run.rounds)}/{run.planned_rounds}" if run.planned_rounds is not None else str(len(run.rounds))
+
+    def winner(run: RunRounds, what: str) -> str:
+        found = run.round(run.winning_round)
+        return _pct(getattr(found, what)) if found is not None else ""
+
+    columns = [  # (header, value, is text); text columns that are empty for every run are left out
+        ("run", lambda r: r.run_id, True),
+        ("name", lambda r: r.name, True),
+        ("group", lambda r: r.group, True),
+        ("variant", lambda r: VARIANT_LABELS.get(r.variant, r.variant), True),
+        ("seed", lambda r: r.seed, False),
+        ("status", lambda r: r.status, True),
+        ("rounds", planned, False),
+        ("winning round", lambda r: r.winning_round, False),
+        ("weights left", lambda r: winner(r, "density"), False),
+        ("test acc", lambda r: winner(r, "test_acc"), False),
+        ("dense test acc", lambda r: _pct(r.round(0).test_acc) if r.round(0) else "", False),
+        ("ticket", lambda r: r.ticket.ref if r.ticket else "", True),
+    ]
+    rows = [[value(run) for _, value, _ in columns] for run in study.runs]
+    keep = [i for i, (_, _, text) in enumerate(columns) if not text or any(row[i] for row in rows)]
+    head = [columns[i][0] for i in keep]
+    text = {n for n, i in enumerate(keep) if columns[i][2]}
+    return _table(head, [[row[i] for i in keep] for row in rows], text_columns=text, table_id="runs")
+
+
+def _tickets(study: Study) -> str:
+    runs = [run for run in study.runs if run.ticket is not None]
+    if not runs:
+        return ""
+    best = best_ticket(study)
+    parts = [
+        "<h2>Winning tickets</h2>",
+        "<p>Train one again: <code>lth-train ticket=ENTITY/PROJECT/NAME:winning"
+        "</code> once synced, or its control with <code>pruning.control=reinit</code>.</p>",
+    ]
+    rows = []
+    for run in runs:
+        star = " ★ best" if best is not None and best.run is run else ""
+        rows.append([run.ticket.ref + star, run.label, ", ".join(run.ticket.aliases), _metadata(run.ticket.metadata)])
+    parts.append(_table(["artifact", "run", "aliases", "metadata"], rows, text_columns={0, 1, 2, 3}, raw_columns={3}))
+    return "\n".join(parts)
+
+
+def _metadata(metadata: dict[str, Any]) -> str:
+    """A few fields in view, the rest folded (``<details>`` needs no script)."""
+    if not metadata:
+        return "(no metadata)"
+    items = [f"{k}={_short(v, 80)}" for k, v in metadata.items()]
+    shown = _e(", ".join(items[:4]))
+    if len(items) <= 4:
+        return shown
+    return f"<details><summary>{shown}, …</summary>{'<br>'.join(_e(i) for i in items[4:])}</details>"
+
+
+def _rounds_table(run: RunRounds) -> str:
+    title = f"{run.label}: {VARIANT_LABELS.get(run.variant, run.variant)}, seed {run.seed}, {run.status}"
+    if not run.rounds:
+        return f"<h3>{_e(title)}</h3><p>No round finished.</p>"
+    winner = run.winning_round
+    head = [
+        "round",
+        "weights left",
+        "early-stop iteration",
+        "early-stop step",
+        f"best {run.monitor}",
+        "val acc",
+        "test acc",
+        "",
+    ]
+    rows, marked = [], set()
+    for r in run.rounds:
+        if r.round == winner:
+            marked.add(len(rows))
+        rows.append(
+            [
+                r.round,
+                _pct(r.density, 2),
+                r.early_stop_iteration,
+                r.early_stop_step,
+                _num(r.best_value),
+                _pct(r.val_acc),
+                _pct(r.test_acc),
+                "★ winning" if r.round == winner else "",
+            ]
+        )
+    table = _table(head, rows, text_columns={7}, winning_rows=marked, table_id=f"rounds-{run.run_id}")
+    return f"<h3>{_e(title)}</h3>\n{table}"
+
+
+def _config(study: Study) -> str:
+    if not study.runs:
+        return "<p>No runs.</p>"
+    flat = [flatten(run.config) for run in study.runs]
+    keys = sorted(set().union(*flat))
+    shared = [k for k in keys if all(k in f and f[k] == flat[0].get(k) for f in flat)]
+    varied = [k for k in keys if k not in shared]
+    parts = [
+        "<h3>Shared by every run</h3>",
+        _table(["key", "value"], [[k, _short(flat[0][k])] for k in shared], text_columns={0, 1}, table_id="config"),
+    ]
+    if varied:
+        rows = [[run.label, *(_short(f.get(k, "")) for k in varied)] for run, f in zip(study.runs, flat, strict=True)]
+        parts += ["<h3>Different between runs</h3>", _table(["run", *varied], rows, text_columns={0})]
+    return "\n".join(parts)
+
+
+def _skipped(study: Study) -> str:
+    if not study.skipped:
+        return ""
+    rows = [[path, reason] for path, reason in study.skipped]
+    return "<h2>Run directories not read</h2>\n" + _table(["path", "why"], rows, text_columns={0, 1})
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _table(head, rows, text_columns=frozenset(), winning_rows=frozenset(), table_id=None, raw_columns=frozenset()):
+    """An HTML table; cells are escaped except in ``raw_columns`` (already HTML)."""
+
+    def cells(values, tag):
+        return "".join(
+            f"<{tag}{' class=text' if i in text_columns else ''}>"
+            f"{v if i in raw_columns and tag == 'td' else _e('' if v is None else v)}</{tag}>"
+            for i, v in enumerate(values)
+        )
+
+    body = "\n".join(
+        f"<tr{' class=winning' if i in winning_rows else ''}>{cells(row, 'td')}</tr>" for i, row in enumerate(rows)
+    )
+    ident = f' id="{_e(table_id)}"' if table_id else ""
+    return f"<table{ident}>\n<tr>{cells(head, 'th')}</tr>\n{body}\n</table>"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}%}"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
