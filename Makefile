@@ -19,8 +19,8 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/lth-train
-	$(BIN)/lth-report --offline wandb --html report/report.html
-	@echo "Open report/report.html in a browser: the figures, rounds and tickets of the runs in ./wandb"
+	$(BIN)/lth-report --offline wandb/latest-run --html report/report.html
+	@echo "Open report/report.html in a browser: the figures, rounds and tickets of this run"
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -123,6 +123,7 @@ class LotteryTicket(pl.Callback):
         self._states = RoundStates(self.rewind)
         self._best: dict[str, Any] = {}
         self._round_started_at = time.monotonic()
+        self._round_start_step = 0  # global step where the current round began
         self._module_class = ""
         self._hooks: list[Any] = []
         self._enforcer = M.MaskEnforcer([], [])
@@ -279,6 +280,7 @@ class LotteryTicket(pl.Callback):
             "masks": self.masks,
             "history": self.history,
             "best": self._best,
+            "round_start_step": self._round_start_step,
             **self._states.state_dict(),
         }
 
@@ -292,6 +294,7 @@ class LotteryTicket(pl.Callback):
         self.history = list(state_dict["history"])
         self._states.load_state_dict(state_dict)
         self._best = dict(state_dict.get("best", {}))
+        self._round_start_step = state_dict.get("round_start_step", 0)
 
     # ----------------------------------------------------------------------------------------------------------
     # Rounds
@@ -325,6 +328,7 @@ class LotteryTicket(pl.Callback):
         self._build_enforcer(pl_module)
         self._best = {}
         self._round_started_at = time.monotonic()
+        self._round_start_step = trainer.global_step
 
     def _finish_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._states.trained[self.round] = clone_state(pl_module.state_dict())
@@ -336,6 +340,9 @@ class LotteryTicket(pl.Callback):
                 "monitor": self.monitor,
                 "best_value": self._best.get("value"),
                 "best_step": self._best.get("step"),
+                # The paper's early-stopping iteration counts from the round's start.
+                "early_stop_iteration": _minus(self._best.get("step"), self._round_start_step),
+                "start_step": self._round_start_step,
                 "metrics": dict(self._best.get("metrics", {})),
                 "end_step": trainer.global_step,
                 "end_epoch": trainer.current_epoch + 1,
@@ -449,3 +456,7 @@ def _load_ticket(ticket: Ticket | str | PathLike | None) -> Ticket | None:
 
 def _to(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     return None if t is None else t.to(like.device, like.dtype)
+
+
+def _minus(a: int | None, b: int) -> int | None:
+    return None if a is None else a - b

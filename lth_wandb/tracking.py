@@ -281,6 +281,7 @@ class RoundLogger(RoundCallback):
     def _row_keys(self) -> list[str]:
         layers = [f"round/density/{name}" for name in self.lottery.masks]
         fixed = ["round/density", self.best_key, "round/val_acc", "round/test_acc", "round/early_stop_step"]
+        fixed.append("round/early_stop_iteration")
         return [*fixed, *layers, IMAGE_KEY]
 
     def _row(self, entry: dict[str, Any]) -> dict[str, Any]:
@@ -294,6 +295,7 @@ class RoundLogger(RoundCallback):
             "round/val_acc": metrics.get(VAL_ACC),
             "round/test_acc": metrics.get(TEST_ACC),
             "round/early_stop_step": entry["best_step"],
+            "round/early_stop_iteration": entry.get("early_stop_iteration"),
             **{f"round/density/{name}": d for name, d in entry["layer_density"].items()},
             IMAGE_KEY: self._mask_image(entry["round"]),
         }

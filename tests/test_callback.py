@@ -49,6 +49,9 @@ def test_imp_rounds_densities_and_history():
             assert h["layer_density"][name] == pytest.approx(0.8 ** h["round"], abs=0.02)
         assert h["best_value"] == pytest.approx(h["metrics"]["val/loss"])
         assert h["best_step"] % 8 == 0 and 0 < h["best_step"] <= h["end_step"]
+        # The paper's early-stopping iteration counts from the round's start: each round here is 16 steps.
+        assert h["start_step"] == 16 * h["round"] and 0 < h["early_stop_iteration"] <= 16
+        assert h["early_stop_iteration"] == h["best_step"] - h["start_step"]
         assert "val/acc" in h["metrics"]
     assert cb.density() == pytest.approx(0.8**3, abs=0.01)
     assert list(cb.masks) == WEIGHTS  # biases are not pruned by default

@@ -327,7 +327,7 @@ def test_wandb_report_for_a_group(study_dir, study, monkeypatch):
     acc = by_title["Test accuracy vs weights remaining"]["config"]
     assert acc["xAxis"] == "round/density" and acc["metrics"] == ["round/test_acc"] and acc["xLogScale"]
     assert acc["groupAgg"] == "mean" and acc["groupArea"] == "stddev"
-    assert by_title["Early-stop step vs weights remaining"]["config"]["metrics"] == ["round/early_stop_step"]
+    assert by_title["Early-stop iteration vs weights remaining"]["config"]["metrics"] == ["round/early_stop_iteration"]
     assert by_title["Validation loss (rounds follow each other)"]["config"]["metrics"] == ["val/loss"]
     assert {p["viewType"] for p in panels} >= {"Run History Line Plot", "Media Browser", "Bar Chart"}
     assert not {"Parallel Coordinates Plot", "Parameter Importance"} & {p["viewType"] for p in panels}

@@ -205,7 +205,9 @@ def _density_panels() -> list:
 
     return [
         vs_density("Test accuracy vs weights remaining", "round/test_acc", "test accuracy at early stop", 0),
-        vs_density("Early-stop step vs weights remaining", "round/early_stop_step", "early-stop step (global)", 12),
+        vs_density(
+            "Early-stop iteration vs weights remaining", "round/early_stop_iteration", "early-stop iteration", 12
+        ),
     ]
 
 
