@@ -26,7 +26,7 @@ from torch import nn
 from lth_wandb import criteria
 from lth_wandb import masks as M
 from lth_wandb.pruning import check_rate, check_scope, prune, rate_overrides, shuffle_positions
-from lth_wandb.rewind import RoundStates, clone_state, fresh_values, masked, reinit_owner
+from lth_wandb.rewind import RoundStates, fresh_values, masked, reinit_owner
 from lth_wandb.ticket import Ticket, check_compatible
 
 REWIND_MODES = ("init", "lr", "none")
@@ -183,11 +183,11 @@ class LotteryTicket(pl.Callback):
             "model_class": self._module_class,
             "settings": self._settings(),
         }
-        trained = self._states.trained.get(round)
+        trained = self._states.trained_weights(round)
         return Ticket(
             masks=M.copy_masks(self._states.masks[round]),
             rewind_weights=self._states.start_weights(round),
-            trained_weights=clone_state(trained) if trained is not None else None,
+            trained_weights=trained,
             metadata=metadata,
         )
 
@@ -331,7 +331,7 @@ class LotteryTicket(pl.Callback):
         self._round_start_step = trainer.global_step
 
     def _finish_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._states.trained[self.round] = clone_state(pl_module.state_dict())
+        self._states.record_trained(self.round, pl_module)
         self.history.append(
             {
                 "round": self.round,

@@ -120,3 +120,11 @@ class Config:
     ticket: str | None = None
     # Resume from a Lightning checkpoint ("last" = the last.ckpt of this output directory).
     resume: str | None = None
+    # What the run returns to a Hydra sweeper that optimises (hydra/sweeper=optuna_tpe): one of OBJECTIVES, the
+    # W&B summary names. None returns the whole ticket summary, which plain -m multiruns need no more than.
+    objective: str | None = None
+
+
+# Objectives a Hydra sweeper may optimise. Both are picked on validation; the test accuracies in the summary are
+# left out on purpose: tuning hyper-parameters on them is model selection on the test set.
+OBJECTIVES = ("ticket/winning_density", "ticket/winning_round")

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lth_wandb.masks import Masks
-from lth_wandb.ticket import StateDict
+from lth_wandb.ticket import StateDict, dense_state, sparse_state
 
 
 class RoundStates:
@@ -31,7 +31,9 @@ class RoundStates:
         self.theta0: StateDict | None = None  # weights at step 0: round 0's starting point
         self.point: dict[str, Any] | None = None  # step, weights, optimizer and scheduler states to rewind to
         self.masks: dict[int, Masks] = {}  # the mask each round trained with
-        self.trained: dict[int, StateDict] = {}  # the weights each finished round ended with
+        # The weights each finished round ended with, stored sparse: checkpoints hold every round, so their size
+        # follows the sum of the densities rather than growing by a dense model per round.
+        self.trained: dict[int, StateDict] = {}
         self.draws: dict[int, StateDict] = {}  # fresh initial values of the reinit control, per round
 
     @property
@@ -60,12 +62,22 @@ class RoundStates:
         if round == 0:
             base = self.theta0
         elif self.rewind in ("lr", "none"):
-            base = self.trained.get(round - 1)
+            base = self.trained_weights(round - 1)
         else:
             base = self.point["weights"] if self.point else None
         if base is None or round not in self.masks:
             raise ValueError(f"round {round} has not started training yet, so it has no starting weights")
         return masked({**base, **self.draws.get(round, {})}, self.masks[round])
+
+    def record_trained(self, round: int, module: nn.Module) -> None:
+        """Remember the weights ``round`` ended with (pruned entries are zero: only survivors are kept)."""
+        self.trained[round] = sparse_state(clone_state(module.state_dict()), self.masks[round])
+
+    def trained_weights(self, round: int) -> StateDict | None:
+        """The dense weights ``round`` ended with, or None if it has not finished."""
+        if round not in self.trained:
+            return None
+        return dense_state(self.trained[round], self.masks[round])
 
     def restore_optimizers(self, optimizers: Iterable, schedulers: Iterable) -> None:
         """Put optimizer and LR-scheduler state back to the rewind point (nothing for ``rewind="none"``)."""

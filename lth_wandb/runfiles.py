@@ -96,6 +96,16 @@ def read_run(path: str | PathLike) -> OfflineRun:
     )
 
 
+def read_history(path: str | PathLike) -> list[dict[str, Any]]:
+    """The logged rows of a run (as in :attr:`OfflineRun.history`), also while the run is still writing them.
+
+    One pass of the SDK's reader, without the summary pass :func:`read_run` adds: ``lth-sweep`` polls running
+    runs with it for Hyperband.
+    """
+    records = (json.loads(line) for line in _inspect(_run_file(Path(path))).splitlines() if line.strip())
+    return [_nest_media(r.get("history", {}).get("item", {})) for r in records if r.get("type") == "history"]
+
+
 def _run_file(path: Path) -> Path:
     if path.is_file() and path.suffix == ".wandb":
         return path

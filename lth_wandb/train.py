@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lth_wandb.callback import LotteryTicket
-from lth_wandb.config import WANDB_MODES
+from lth_wandb.config import OBJECTIVES, WANDB_MODES
 from lth_wandb.data import ClassificationDataModule
 from lth_wandb.models import Classifier
 from lth_wandb.progress import RoundProgressBar, print_rounds
@@ -128,7 +128,11 @@ def build_trainer(cfg: DictConfig, dm: ClassificationDataModule, callbacks: list
     if t.limit_train_batches is not None:
         limit = t.limit_train_batches
         batches = min(batches, int(limit) if limit >= 1 else max(1, int(batches * limit)))
-    checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0)
+    # Once per epoch, not at every validation: with validation every N steps a save per validation would
+    # dominate small models' training time.
+    checkpoint = ModelCheckpoint(
+        dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0, save_on_train_epoch_end=True
+    )
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -180,6 +184,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _in_section("pruning", build_lottery, cfg)  # settings fail here, before W&B or data start
     dm = _in_section("data", build_datamodule, cfg)
     model = build_model(cfg, dm)
+    _keep_hparams_out_of_run_config(model, dm)
     logger = _in_section("wandb", build_logger, cfg, output_dir)
     finish = lambda exit_code: None  # noqa: E731
     if logger is not None:
@@ -258,6 +263,42 @@ def _in_section(section: str, build, *args):
         raise type(error)(f"{section}: {error}") from error
 
 
+def _keep_hparams_out_of_run_config(model: pl.LightningModule, dm: pl.LightningDataModule) -> None:
+    """The W&B run config is the whole Hydra config. Lightning would add the model's and data's hyper-parameters
+    on top, flat: ``optimizer="adam"`` replaces the ``optimizer`` section, and ``seed`` collides with the key a
+    sweep locks ("Config item 'seed' was locked by 'sweep'")."""
+    model._log_hyperparams = False
+    dm._log_hyperparams = False
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """Fail before training on an unknown ``objective``, or on none under a sweeper that needs a number."""
+    if cfg.objective is None:
+        sweeper = str(HydraConfig.get().sweeper.get("_target_", "")) if HydraConfig.initialized() else ""
+        if "optuna" in sweeper.lower():
+            raise ValueError(
+                f"objective is not set, but the Optuna sweeper optimises a number; one of {list(OBJECTIVES)}. "
+                "Hint: objective=ticket/winning_density"
+            )
+        return
+    if cfg.objective not in OBJECTIVES:
+        test = "test" in cfg.objective
+        why = "test accuracy is for reporting: tuning on it selects on the test set. " if test else ""
+        raise ValueError(
+            f"objective={cfg.objective!r} is not one of {list(OBJECTIVES)}. Hint: {why}ticket/winning_density is "
+            "the density of the sparsest round that still matches the dense network (picked on validation)"
+        )
+
+
+def objective_value(summary: dict[str, Any], objective: str | None) -> Any:
+    """What the job returns to Hydra: the ticket ``summary``, or its ``objective`` as a float (NaN when the run
+    has no value, which Optuna records as a failed trial)."""
+    if objective is None:
+        return summary
+    value = summary.get(objective.removeprefix("ticket/"))
+    return math.nan if value is None else float(value)
+
+
 def _multirun_group() -> str | None:
     """Jobs of one `-m` sweep share a W&B group named after the sweep directory."""
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
@@ -266,9 +307,10 @@ def _multirun_group() -> str | None:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lth_wandb.conf", config_name="config")
-def _app(cfg: DictConfig) -> dict[str, Any]:
+def _app(cfg: DictConfig) -> Any:
     try:
-        return run(cfg)
+        check_objective(cfg)
+        return objective_value(run(cfg), cfg.objective)
     except USER_ERRORS as error:
         # Reported here, inside the job: past this point Hydra would add its own multi-line log.
         _exit_with(error)

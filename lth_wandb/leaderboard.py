@@ -1,0 +1,195 @@
+"""A sweep directory's record of its runs (``sweep.json``) and their ranking: the terminal table and ``sweep.csv``.
+
+``sweep.json`` is rewritten whenever a run starts or ends, so it is both what ``lth-sweep`` resumes from and the
+sweep's result. One ``lth-sweep`` at a time may use a directory (a lock file says so).
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import math
+import os
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from lth_wandb import agent
+
+# Run states in sweep.json. "interrupted": cut off when lth-sweep itself was stopped; run again, never counted.
+ENDED = {"finished": "finished", "failed": "failed", "stopped": "killed"}  # -> the engine's RunState
+_MIN_GOALS = ("minimize", "minimise", "min")
+
+
+class SweepRecord:
+    """The runs of one sweep in one directory, kept in ``<directory>/sweep.json``.
+
+    Open it with :meth:`open` (a context manager that holds the directory's lock).
+
+    Attributes:
+        directory: the sweep directory.
+        config: the sweep file's content.
+        sweep_id: the local sweep id, kept across restarts.
+        runs: one dict per started run, in start order: ``run_id``, ``params``, ``state``, ``exit_code``,
+            ``history`` (the metric's logged values), ``summary`` (scalar W&B summary), ``metric_value``...
+    """
+
+    FILE = "sweep.json"
+
+    def __init__(self, directory: Path, config: dict[str, Any], sweep_id: str, source: str, runs: list[dict]):
+        self.directory, self.config, self.sweep_id, self.source, self.runs = directory, config, sweep_id, source, runs
+        self._lock: Any = None
+
+    @classmethod
+    def open(cls, directory: str | PathLike, config: dict[str, Any], source: str | PathLike = "") -> SweepRecord:
+        """Load the record in ``directory``, or start one there for ``config``.
+
+        Raises:
+            ValueError: the directory holds a different sweep, or another ``lth-sweep`` is using it.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = json.loads(json.dumps(config))  # as it will read back from JSON
+        lock = open(directory / ".lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            lock.close()
+            raise ValueError(
+                f"another lth-sweep is running in {directory}. Hint: wait for it, or use another --dir"
+            ) from error
+        path = directory / cls.FILE
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved["config"] != config:
+                lock.close()
+                raise ValueError(
+                    f"{directory} holds sweep {saved['sweep_id']} of {saved.get('source') or 'another file'}, whose "
+                    f"config differs from {source or 'this one'}. Hint: pass another --dir, or delete {directory}"
+                )
+            for run in saved["runs"]:
+                if run["state"] == "running":  # lth-sweep died while it ran
+                    run["state"] = "interrupted"
+            record = cls(directory, config, saved["sweep_id"], saved.get("source", ""), saved["runs"])
+        else:
+            record = cls(directory, config, agent.new_id(), str(source), [])
+        record._lock = lock
+        record.save()
+        return record
+
+    def __enter__(self) -> SweepRecord:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.save()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+    @property
+    def metric(self) -> str | None:
+        return self.config.get("metric", {}).get("name")
+
+    @property
+    def minimize(self) -> bool:
+        return str(self.config.get("metric", {}).get("goal", "minimize")).lower() in _MIN_GOALS
+
+    def add(self, run: dict[str, Any]) -> None:
+        self.runs.append(run)
+        self.save()
+
+    def counted(self) -> list[dict[str, Any]]:
+        """Runs that ended (finished, failed or stopped): they count towards ``--count`` and the engine sees them."""
+        return [r for r in self.runs if r["state"] in ENDED]
+
+    def sweep_run(self, run: dict[str, Any]):
+        """An ended run as the ``sweeps`` engine sees it."""
+        return agent.to_sweep_run(
+            run["run_id"], run["params"], ENDED[run["state"]], self.metric, run.get("history", []), run.get("summary")
+        )
+
+    def metric_value(self, run: dict[str, Any]) -> float | None:
+        """The run's best value of the sweep metric over its history and summary, as W&B's engine ranks runs."""
+        if self.metric is None:
+            return None
+        try:
+            value = self.sweep_run(run).metric_extremum(self.metric, "minimum" if self.minimize else "maximum")
+        except (ValueError, KeyError):
+            return None
+        return float(value)
+
+    def save(self) -> None:
+        """Write ``sweep.json`` (atomically: a crash never leaves half a file to resume from)."""
+        ranked = rank(self)
+        body = {
+            "sweep_id": self.sweep_id,
+            "source": self.source,
+            "metric": self.config.get("metric"),
+            "config": self.config,
+            "best": ranked[0]["run_id"] if ranked and ranked[0].get("metric_value") is not None else None,
+            "leaderboard": [r["run_id"] for r in ranked],
+            "runs": self.runs,
+        }
+        tmp = self.directory / (self.FILE + ".tmp")
+        tmp.write_text(json.dumps(body, indent=1, default=str))
+        os.replace(tmp, self.directory / self.FILE)
+
+
+def rank(record: SweepRecord) -> list[dict[str, Any]]:
+    """Ended runs, best first by the sweep metric; runs without a value (failed early, no metric) last."""
+    ended = record.counted()
+    with_value = [r for r in ended if _finite(r.get("metric_value"))]
+    with_value.sort(key=lambda r: r["metric_value"], reverse=not record.minimize)  # stable: ties keep start order
+    return with_value + [r for r in ended if not _finite(r.get("metric_value"))]
+
+
+def searched_params(record: SweepRecord) -> list[str]:
+    """Parameters the sweep varies (fixed ``value:`` entries left out), in the sweep file's order."""
+    return [name for name, spec in record.config.get("parameters", {}).items() if "value" not in spec]
+
+
+def write_results(record: SweepRecord) -> Path:
+    """Write ``sweep.json`` and ``sweep.csv`` (one row per ended run, best first); returns the CSV's path."""
+    record.save()
+    ranked = rank(record)
+    params = list(record.config.get("parameters", {}))
+    summary_keys = sorted(
+        {k for r in ranked for k in r.get("summary", {}) if k.startswith("ticket/")} - {record.metric}
+    )
+    path = record.directory / "sweep.csv"
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["rank", "run_id", "state", record.metric or "metric", *params, *summary_keys, "seconds"])
+        for i, run in enumerate(ranked, 1):
+            summary = run.get("summary", {})
+            writer.writerow(
+                [i, run["run_id"], run["state"], run.get("metric_value"), *(run["params"].get(p) for p in params)]
+                + [summary.get(k) for k in summary_keys]
+                + [run.get("seconds")]
+            )
+    return path
+
+
+def print_leaderboard(record: SweepRecord, ranked: list[dict[str, Any]] | None = None) -> None:
+    """The ranked runs as a table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    ranked = rank(record) if ranked is None else ranked
+    arrow = "↓" if record.minimize else "↑"
+    table = Table(title=f"Sweep {record.sweep_id}: {len(ranked)} runs, best first ({record.metric} {arrow})")
+    params = searched_params(record)
+    for name in ["#", "run", "state", f"{record.metric} {arrow}", *params, "s"]:
+        table.add_column(name, justify="right" if name in ("#", "s") else "left")
+    for i, run in enumerate(ranked, 1):
+        value = run.get("metric_value")
+        shown = f"{value:.4g}" if _finite(value) else "-"
+        cells = [str(i), run["run_id"], run["state"], shown, *(str(run["params"].get(p)) for p in params)]
+        table.add_row(*cells, f"{run.get('seconds') or 0:.0f}")
+    Console().print(table)
+    print(f"Results: {record.directory / 'sweep.csv'}, {record.directory / SweepRecord.FILE}")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
