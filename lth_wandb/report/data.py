@@ -17,7 +17,13 @@ STEP = "trainer/global_step"  # the x axis WandbLogger gives every step metric
 CURVE_KEYS = ("val/loss", "val/acc")
 TICKET_TYPE = "lottery-ticket"
 WINNING = "winning"
-VARIANT_LABELS = {"ticket": "winning ticket (IMP)", "reinit": "random reinit", "random_mask": "random pruning"}
+VARIANT_LABELS = {
+    "ticket": "winning ticket (IMP)",
+    "no_rewind": "no rewinding",
+    "lr_rewind": "learning-rate rewinding",
+    "reinit": "random reinit",
+    "random_mask": "random pruning",
+}
 # Pruning settings that make runs different methods, not repeats. Seeds (and anything else) are averaged over.
 SERIES_KEYS = ("pruning.rewind", "pruning.criterion", "pruning.scope", "pruning.prune_rate")
 
@@ -119,9 +125,14 @@ class RunRounds:
 
     @property
     def variant(self) -> str:
-        """``"ticket"`` for IMP, else the control: ``"reinit"`` or ``"random_mask"``."""
+        """``"ticket"`` for IMP (rewinding weights), ``"no_rewind"`` / ``"lr_rewind"`` when weights are not
+        rewound (their masks are not tickets in the paper's sense), else the control: ``"reinit"``,
+        ``"random_mask"``."""
         control = self.get("pruning.control")
-        return "ticket" if control in (None, "", "none", "null") else str(control)
+        if control not in (None, "", "none", "null"):
+            return str(control)
+        rewind = str(self.get("pruning.rewind", "init"))
+        return {"none": "no_rewind", "lr": "lr_rewind"}.get(rewind, "ticket")
 
     @property
     def monitor(self) -> str:

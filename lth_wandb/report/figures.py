@@ -63,10 +63,12 @@ def density_figure(
     """``value(round)`` against percent of weights remaining, one colour per series of
     :meth:`Study.series`; each run a ``Line2D`` with ``gid="run:<id>"`` and one point per round.
     ``highlight`` (x, y) gets a star: the best winning ticket."""
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    series = study.series()
+    # The legend goes below the axes, so the figure grows with it instead of squeezing the plot.
+    fig = Figure(figsize=(7.2, 4.0 + 0.2 * (len(series) + (highlight is not None))), layout="constrained")
     ax = fig.add_subplot()
     densities: set[float] = set()
-    for i, (label, runs) in enumerate(study.series().items()):
+    for i, (label, runs) in enumerate(series.items()):
         color, several = f"C{i % 10}", len(runs) > 1
         by_density: dict[float, list[float]] = {}
         for run in runs:
@@ -105,7 +107,7 @@ def density_figure(
     ax.grid(True, which="major", alpha=0.3)
     if densities:
         _density_axis(ax, densities)
-        ax.legend(fontsize="small")
+        fig.legend(loc="outside lower center", fontsize="x-small", frameon=False)
     else:
         ax.text(0.5, 0.5, "no finished rounds yet", ha="center", va="center", transform=ax.transAxes)
     return fig
