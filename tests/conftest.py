@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import pytorch_lightning as pl
@@ -63,6 +65,26 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     """
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     return {**env, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **extra}
+
+
+# A tiny lth-train budget: one epoch per round, no progress bar. Callers add pruning.rounds etc.
+TINY = ("pruning.epochs_per_round=1", "trainer.enable_progress_bar=false")
+
+
+def lth_train(cwd, *args: str, tiny=TINY) -> subprocess.CompletedProcess:
+    """Run ``python -m lth_wandb.train`` as a user would, offline, in ``cwd``; ``args`` after the ``tiny`` budget.
+
+    Hydra's flags (``-m``...) go first; of two overrides of one key, the later one wins.
+    """
+    flags = [a for a in args if a.startswith("-")]
+    overrides = [a for a in args if not a.startswith("-")]
+    return subprocess.run(
+        [sys.executable, "-m", "lth_wandb.train", *flags, *tiny, *overrides],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
 
 
 def trainer(callbacks, **kwargs) -> pl.Trainer:

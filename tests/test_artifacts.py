@@ -1,13 +1,10 @@
 """Ticket and model artifacts of a real offline lth-train run, read back from its run file; tickets reused."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import subprocess_env
+from conftest import lth_train
 
 from lth_wandb import Ticket
 from lth_wandb.artifacts import TicketArtifacts
@@ -15,13 +12,6 @@ from lth_wandb.runfiles import find_runs, read_run
 from lth_wandb.tracking import load_ticket
 
 ROUNDS = 3
-
-
-def lth_train(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
-    args = ["pruning.epochs_per_round=1", "trainer.enable_progress_bar=false", *overrides]
-    return subprocess.run(
-        [sys.executable, "-m", "lth_wandb.train", *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True
-    )
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,11 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import wandb
-from conftest import subprocess_env
+from conftest import lth_train
 from PIL import Image
 
 from lth_wandb.report import cli
@@ -49,10 +48,7 @@ CHROMIUM_FLAGS = [
 def trained(tmp_path_factory) -> Path:
     """A folder where a tiny lth-train ran (3 rounds: 100%, ~50%, ~25% of the weights), offline."""
     cwd = tmp_path_factory.mktemp("trained")
-    tiny = ["pruning.rounds=2", "pruning.epochs_per_round=1", "trainer.enable_progress_bar=false"]
-    done = subprocess.run(
-        [sys.executable, "-m", "lth_wandb.train", *tiny], cwd=cwd, env=subprocess_env(), capture_output=True, text=True
-    )
+    done = lth_train(cwd, "pruning.rounds=2")
     assert done.returncode == 0, done.stderr[-3000:]
     return cwd
 

@@ -15,7 +15,7 @@ import pytest
 import sweeps
 import torch
 import yaml
-from conftest import subprocess_env
+from conftest import lth_train, subprocess_env
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -382,20 +382,13 @@ def test_engine_values_become_plain_python():
 # -- Hydra: Optuna sweeper, submitit launcher ---------------------------------------------------------------------
 
 
-def lth_train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    tiny_args = [f"{k}={v}" for k, v in TINY.items()]
-    return subprocess.run(
-        [sys.executable, "-m", "lth_wandb.train", *args, *tiny_args],
-        cwd=cwd,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-    )
+def tiny_train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return lth_train(cwd, *args, tiny=[f"{k}={v}" for k, v in TINY.items()])
 
 
 @pytest.mark.slow
 def test_optuna_tpe_sweeper_two_trials_offline(tmp_path):
-    result = lth_train(
+    result = tiny_train(
         tmp_path, "-m", "hydra/sweeper=optuna_tpe", "hydra.sweeper.n_trials=2", "objective=ticket/winning_density"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -411,7 +404,7 @@ def test_optuna_tpe_sweeper_two_trials_offline(tmp_path):
 
 @pytest.mark.slow
 def test_submitit_local_launcher_two_jobs_offline(tmp_path):
-    result = lth_train(tmp_path, "-m", "hydra/launcher=local", "seed=0,1")
+    result = tiny_train(tmp_path, "-m", "hydra/launcher=local", "seed=0,1")
     assert result.returncode == 0, result.stderr[-3000:]
     runs = [read_run(p) for p in find_runs(tmp_path / "wandb")]
     assert sorted(r.config["seed"] for r in runs) == [0, 1]

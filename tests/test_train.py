@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
+from conftest import lth_train
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
@@ -162,24 +162,14 @@ def test_installed_wheel_finds_its_configs(tmp_path):
     assert out.stdout.strip() == "lenet_mnist"
 
 
-def lth_train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = subprocess_env()
-    tiny = ["pruning.rounds=2", "pruning.epochs_per_round=1", "trainer.enable_progress_bar=false"]
-    flags = [a for a in args if a.startswith("-")]  # Hydra wants its flags before the overrides
-    overrides = [a for a in args if not a.startswith("-")]
-    return subprocess.run(
-        [sys.executable, "-m", "lth_wandb.train", *flags, *tiny, *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+def tiny_train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return lth_train(cwd, "pruning.rounds=2", *args)
 
 
 def test_lth_train_end_to_end_offline_run_read_back(tmp_path):
     from lth_wandb.runfiles import find_runs, read_run
 
-    result = lth_train(tmp_path, "seed=3")
+    result = tiny_train(tmp_path, "seed=3")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Lottery ticket rounds" in result.stdout
     (run_dir,) = find_runs(tmp_path / "wandb")
@@ -206,7 +196,7 @@ def test_lth_train_end_to_end_offline_run_read_back(tmp_path):
 def test_failure_during_training_marks_the_run_failed(tmp_path):
     from lth_wandb.runfiles import find_runs, read_run
 
-    result = lth_train(tmp_path, "pruning.monitor=val/f1")
+    result = tiny_train(tmp_path, "pruning.monitor=val/f1")
     assert result.returncode == 2
     assert "monitor='val/f1' was not logged" in result.stderr.strip().splitlines()[-1]
     run = read_run(find_runs(tmp_path / "wandb")[0])
@@ -217,7 +207,7 @@ def test_failure_during_training_marks_the_run_failed(tmp_path):
 def test_multirun_makes_one_grouped_run_per_job(tmp_path):
     from lth_wandb.runfiles import find_runs, read_run
 
-    result = lth_train(tmp_path, "-m", "pruning.rounds=1", "seed=0,1")
+    result = tiny_train(tmp_path, "-m", "pruning.rounds=1", "seed=0,1")
     assert result.returncode == 0, result.stderr[-3000:]
     runs = [read_run(p) for p in find_runs(tmp_path / "wandb")]
     assert sorted(r.config["seed"] for r in runs) == [0, 1]
