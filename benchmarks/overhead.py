@@ -2,8 +2,10 @@
 
 Each variant trains 2 epochs on random data; epoch 0 is dense for all three, then both pruning callbacks cut
 the same 80% of weights (global magnitude) and epoch 1 is timed. Variants are interleaved repeat by repeat, so
-drift of the machine hits all of them alike. Prints median step times and the ratios; the last line is
-``overhead_vs_dense=<ratio> modelpruning_vs_lotteryticket=<ratio>``.
+drift of the machine hits all of them alike. A second table times the same three in a bare PyTorch loop
+(forward, backward, Adam step; no Lightning): LotteryTicket's fused in-place multiply after the step, against
+``torch.nn.utils.prune`` hooks. Prints median step times and the ratios; the last line is
+``overhead_vs_dense=<ratio> modelpruning_vs_lotteryticket=<ratio>`` (the Lightning measurement).
 
     python benchmarks/overhead.py [--model lenet|conv6] [--repeats 5] [--steps 100] [--threads 2]
 """
@@ -92,6 +94,50 @@ def time_variant(variant: str, model: str, loader: DataLoader) -> list[float]:
     return timer.times
 
 
+def raw_loop_medians(model: str, steps: int, repeats: int, batch_size: int) -> dict[str, float]:
+    """Median step time of a bare training loop per variant, interleaved step by step."""
+    from torch.nn.utils import prune as torch_prune
+
+    from lth_wandb.masks import MaskEnforcer
+
+    shape, net_class = SHAPES[model]
+    x, y = torch.rand(batch_size, *shape), torch.randint(0, 10, (batch_size,))
+    nets = {}
+    for variant in ("dense", "lotteryticket", "modelpruning"):
+        torch.manual_seed(0)
+        net = net_class(**({"in_features": 784} if model == "lenet" else {}))
+        layers = [(m, "weight") for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        after_step = None
+        if variant == "lotteryticket":
+            weights = [m.weight for m, _ in layers]
+            scores = torch.cat([w.detach().abs().flatten() for w in weights])
+            threshold = scores.kthvalue(int((1 - DENSITY) * scores.numel())).values
+            after_step = MaskEnforcer(weights, [w.detach().abs() > threshold for w in weights])
+            after_step()
+        elif variant == "modelpruning":
+            torch_prune.global_unstructured(layers, torch_prune.L1Unstructured, amount=1 - DENSITY)
+        nets[variant] = (net, torch.optim.Adam(net.parameters(), lr=1.2e-3), after_step)
+    times: dict[str, list[float]] = {v: [] for v in nets}
+    for i in range(steps * repeats):
+        for variant, (net, opt, after_step) in nets.items():
+            start = time.perf_counter()
+            loss = nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if after_step is not None:
+                after_step()
+            if i >= steps // 10:  # warm-up
+                times[variant].append(time.perf_counter() - start)
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
+def print_table(title: str, median: dict[str, float]) -> None:
+    print(title)
+    for v, m in median.items():
+        print(f"  {v:<14} median step {m * 1e3:7.3f} ms   x{m / median['dense']:.3f} vs dense")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(SHAPES), default="lenet")
@@ -116,12 +162,11 @@ def main() -> None:
         print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
 
     median = {v: statistics.median(t) for v, t in times.items()}
-    print(
-        f"\n{args.model}, batch {args.batch_size}, Adam, {args.threads} threads, density {DENSITY:.0%} "
-        f"({len(times['dense'])} timed steps per variant)"
-    )
-    for v in variants:
-        print(f"  {v:<14} median step {median[v] * 1e3:7.3f} ms   x{median[v] / median['dense']:.3f} vs dense")
+    setting = f"{args.model}, batch {args.batch_size}, Adam, {args.threads} threads, density {DENSITY:.0%}"
+    raw = raw_loop_medians(args.model, args.steps, args.repeats, args.batch_size)
+    print_table(f"\nbare PyTorch loop: {setting}", raw)
+    print(f"  modelpruning_vs_lotteryticket={raw['modelpruning'] / raw['lotteryticket']:.3f}")
+    print_table(f"\nLightning step: {setting} ({len(times['dense'])} timed steps per variant)", median)
     overhead = median["lotteryticket"] / median["dense"]
     mp_ratio = median["modelpruning"] / median["lotteryticket"]
     print(f"overhead_vs_dense={overhead:.3f} modelpruning_vs_lotteryticket={mp_ratio:.3f}")
