@@ -25,13 +25,19 @@ from torch import nn
 
 from lth_wandb import criteria
 from lth_wandb import masks as M
+from lth_wandb.arguments import (
+    check_control,
+    check_int,
+    check_mode,
+    check_parameters,
+    check_rewind,
+    check_tolerance,
+    load_ticket_arg,
+)
 from lth_wandb.pruning import check_rate, check_scope, prune, rate_overrides, shuffle_positions
 from lth_wandb.rewind import RoundStates, fresh_values, masked, reinit_owner
 from lth_wandb.ticket import Ticket, check_compatible
 
-REWIND_MODES = ("init", "lr", "none")
-CONTROLS = (None, "reinit", "random_mask")
-MODES = ("min", "max")
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 STATE_VERSION = 1
 # Lightning warns that max_epochs defaults to 1000 when it is unset; here the callback sets it, so the warning
@@ -87,34 +93,20 @@ class LotteryTicket(pl.Callback):
         ticket: Ticket | str | PathLike | None = None,
         seed: int | None = None,
     ):
-        self.rounds = _check_int(rounds, "rounds", 0, "use 0 to train once without pruning")
-        self.epochs_per_round = _check_int(epochs_per_round, "epochs_per_round", 1, "the paper trains ~50 epochs")
+        self.rounds = check_int(rounds, "rounds", 0, "use 0 to train once without pruning")
+        self.epochs_per_round = check_int(epochs_per_round, "epochs_per_round", 1, "the paper trains ~50 epochs")
         self.prune_rate = check_rate(prune_rate)
         self.scope = check_scope(scope)
         self.layer_rates = dict(layer_rates or {})
         rate_overrides(self.layer_rates, self.layer_rates)  # validates every rate now, not at round 1
-        self.parameters = list(parameters) if parameters is not None else None
-        if self.parameters is not None and (isinstance(parameters, str) or not self.parameters):
-            raise ValueError(
-                f"parameters={parameters!r} must be a non-empty list of globs over named_parameters() names. "
-                "Hint: parameters=['*.weight'] or leave it unset for every Linear/Conv weight."
-            )
+        self.parameters = check_parameters(parameters)
         criteria.get(criterion)
         self.criterion = criterion
-        self.rewind = _check_rewind(rewind)
-        if control not in CONTROLS:
-            raise ValueError(
-                f"unknown control {control!r}; valid controls: {list(CONTROLS)}. Hint: 'reinit' is the paper's "
-                "random reinitialisation control, 'random_mask' its random pruning control."
-            )
-        self.control = control
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is not one of {list(MODES)}. Hint: 'min' for a loss, 'max' for accuracy.")
-        self.monitor, self.mode = monitor, mode
-        if not isinstance(tolerance, (int, float)) or tolerance < 0 or math.isnan(tolerance):
-            raise ValueError(f"tolerance={tolerance!r} must be a number >= 0 (0 = at least as good as round 0).")
-        self.tolerance = float(tolerance)
-        self._ticket = _load_ticket(ticket)
+        self.rewind = check_rewind(rewind)
+        self.control = check_control(control)
+        self.monitor, self.mode = monitor, check_mode(mode)
+        self.tolerance = check_tolerance(tolerance)
+        self._ticket = load_ticket_arg(ticket)
         self.seed = int(torch.initial_seed() if seed is None else seed)
 
         self.round = 0
@@ -423,35 +415,6 @@ class LotteryTicket(pl.Callback):
             "tolerance": self.tolerance,
             "seed": self.seed,
         }
-
-
-def _check_int(value: Any, name: str, minimum: int, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}. Hint: {hint}.")
-    return value
-
-
-def _check_rewind(rewind: str | int) -> str | int:
-    if isinstance(rewind, str) and rewind.isdigit():
-        rewind = int(rewind)
-    if isinstance(rewind, int) and not isinstance(rewind, bool):
-        if rewind < 0:
-            raise ValueError(f"rewind={rewind} must be a step >= 0 (late rewinding) or one of {list(REWIND_MODES)}.")
-        return rewind
-    if rewind not in REWIND_MODES:
-        raise ValueError(
-            f"unknown rewind {rewind!r}; allowed: {list(REWIND_MODES)} or an int step k >= 0. Hint: 'init' is the "
-            "paper's IMP, 'none' keeps training without rewinding."
-        )
-    return rewind
-
-
-def _load_ticket(ticket: Ticket | str | PathLike | None) -> Ticket | None:
-    if ticket is None or isinstance(ticket, Ticket):
-        return ticket
-    if isinstance(ticket, (str, PathLike)):
-        return Ticket.load(ticket)
-    raise TypeError(f"ticket={ticket!r} must be a Ticket, a directory written by Ticket.save, or None")
 
 
 def _to(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:

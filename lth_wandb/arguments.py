@@ -1,0 +1,79 @@
+"""Checks of LotteryTicket's constructor arguments: each returns the value to keep or raises a ValueError that
+names the bad value, the allowed values and a hint."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from os import PathLike
+from typing import Any
+
+from lth_wandb.ticket import Ticket
+
+REWIND_MODES = ("init", "lr", "none")
+CONTROLS = (None, "reinit", "random_mask")
+MODES = ("min", "max")
+
+
+def check_int(value: Any, name: str, minimum: int, hint: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}. Hint: {hint}.")
+    return value
+
+
+def check_rewind(rewind: str | int) -> str | int:
+    """``"init"``, ``"lr"``, ``"none"`` or a step k >= 0 (digit strings too, as configs and command lines give)."""
+    if isinstance(rewind, str) and rewind.isdigit():
+        rewind = int(rewind)
+    if isinstance(rewind, int) and not isinstance(rewind, bool):
+        if rewind < 0:
+            raise ValueError(f"rewind={rewind} must be a step >= 0 (late rewinding) or one of {list(REWIND_MODES)}.")
+        return rewind
+    if rewind not in REWIND_MODES:
+        raise ValueError(
+            f"unknown rewind {rewind!r}; allowed: {list(REWIND_MODES)} or an int step k >= 0. Hint: 'init' is the "
+            "paper's IMP, 'none' keeps training without rewinding."
+        )
+    return rewind
+
+
+def check_control(control: str | None) -> str | None:
+    if control not in CONTROLS:
+        raise ValueError(
+            f"unknown control {control!r}; valid controls: {list(CONTROLS)}. Hint: 'reinit' is the paper's "
+            "random reinitialisation control, 'random_mask' its random pruning control."
+        )
+    return control
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of {list(MODES)}. Hint: 'min' for a loss, 'max' for accuracy.")
+    return mode
+
+
+def check_tolerance(tolerance: float) -> float:
+    if not isinstance(tolerance, (int, float)) or tolerance < 0 or math.isnan(tolerance):
+        raise ValueError(f"tolerance={tolerance!r} must be a number >= 0 (0 = at least as good as round 0).")
+    return float(tolerance)
+
+
+def check_parameters(parameters: Sequence[str] | None) -> list[str] | None:
+    """None (every Linear/Conv weight) or a non-empty list of globs over ``named_parameters()`` names."""
+    if parameters is None:
+        return None
+    if isinstance(parameters, str) or not list(parameters):
+        raise ValueError(
+            f"parameters={parameters!r} must be a non-empty list of globs over named_parameters() names. "
+            "Hint: parameters=['*.weight'] or leave it unset for every Linear/Conv weight."
+        )
+    return list(parameters)
+
+
+def load_ticket_arg(ticket: Ticket | str | PathLike | None) -> Ticket | None:
+    """A Ticket as given, or loaded from the directory ``Ticket.save`` wrote."""
+    if ticket is None or isinstance(ticket, Ticket):
+        return ticket
+    if isinstance(ticket, (str, PathLike)):
+        return Ticket.load(ticket)
+    raise TypeError(f"ticket={ticket!r} must be a Ticket, a directory written by Ticket.save, or None")
