@@ -75,13 +75,25 @@ def pruning_callback(variant: str):
     return []
 
 
-def time_variant(variant: str, model: str, loader: DataLoader) -> list[float]:
-    shape, net_class = SHAPES[model]
-    torch.manual_seed(0)
-    timer = StepTimer(timed_epoch=1)
-    trainer = pl.Trainer(
+def make_net(model: str) -> nn.Module:
+    _, net_class = SHAPES[model]
+    return net_class(**({"in_features": 784} if model == "lenet" else {}))
+
+
+def random_loader(model: str, steps: int, batch_size: int) -> DataLoader:
+    """``steps`` batches of random inputs and labels, the same every call."""
+    shape, _ = SHAPES[model]
+    g = torch.Generator().manual_seed(0)
+    n = steps * batch_size
+    data = TensorDataset(torch.rand(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g))
+    return DataLoader(data, batch_size=batch_size)
+
+
+def make_trainer(callbacks: list[pl.Callback]) -> pl.Trainer:
+    """2 epochs on the CPU with nothing but training: no logger, checkpoints, progress bar or validation."""
+    return pl.Trainer(
         max_epochs=2,
-        callbacks=[*pruning_callback(variant), timer],
+        callbacks=callbacks,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
@@ -90,7 +102,13 @@ def time_variant(variant: str, model: str, loader: DataLoader) -> list[float]:
         num_sanity_val_steps=0,
         limit_val_batches=0,
     )
-    trainer.fit(Net(net_class(**({"in_features": 784} if model == "lenet" else {}))), loader)
+
+
+def time_variant(variant: str, model: str, loader: DataLoader) -> list[float]:
+    torch.manual_seed(0)
+    timer = StepTimer(timed_epoch=1)
+    trainer = make_trainer([*pruning_callback(variant), timer])
+    trainer.fit(Net(make_net(model)), loader)
     return timer.times
 
 
@@ -100,12 +118,12 @@ def raw_loop_medians(model: str, steps: int, repeats: int, batch_size: int) -> d
 
     from lth_wandb.masks import MaskEnforcer
 
-    shape, net_class = SHAPES[model]
+    shape, _ = SHAPES[model]
     x, y = torch.rand(batch_size, *shape), torch.randint(0, 10, (batch_size,))
     nets = {}
     for variant in ("dense", "lotteryticket", "modelpruning"):
         torch.manual_seed(0)
-        net = net_class(**({"in_features": 784} if model == "lenet" else {}))
+        net = make_net(model)
         layers = [(m, "weight") for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         after_step = None
         if variant == "lotteryticket":
@@ -148,11 +166,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    shape, _ = SHAPES[args.model]
-    g = torch.Generator().manual_seed(0)
-    n = args.steps * args.batch_size
-    data = TensorDataset(torch.rand(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g))
-    loader = DataLoader(data, batch_size=args.batch_size)
+    loader = random_loader(args.model, args.steps, args.batch_size)
 
     variants = ["dense", "lotteryticket", "modelpruning"]
     times: dict[str, list[float]] = {v: [] for v in variants}

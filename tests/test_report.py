@@ -25,6 +25,7 @@ from lth_wandb.report.figures import figure_bytes
 from lth_wandb.report.html import write_html_report
 from lth_wandb.report.sources import collect_offline
 from lth_wandb.report.summary import best_ticket, summary_text
+from lth_wandb.report.table import density_rows
 from lth_wandb.report.wandb_report import app_url, build_report, describe, report_spec
 from lth_wandb.runfiles import find_runs, read_run
 
@@ -61,7 +62,10 @@ def html_report(trained):
 def log_run(folder: Path, *, seed: int, control=None, rounds=(), planned=2, exit_code=0, group="g", ticket_round=None):
     """An offline W&B run with the rows RoundLogger writes: ``rounds`` is ``[(density, test_acc, best_val_loss)]``,
     each round 10 steps long with its early stop at step 7 of the round and two validation points."""
-    config = {"seed": seed, "pruning": {"control": control, "rounds": planned, "monitor": "val/loss"}}
+    config = {
+        "seed": seed,
+        "pruning": {"control": control, "rounds": planned, "monitor": "val/loss", "epochs_per_round": 2},
+    }
     run = wandb.init(project="lth", group=group, config=config, dir=str(folder), mode="offline")
     try:
         for r, (density, acc, loss) in enumerate(rounds):
@@ -295,6 +299,38 @@ def test_summary_and_figures_compare_tickets_with_controls(study_dir, study):
     assert "offline-run-20200101_000000-broken1" in page
 
 
+def test_density_table_averages_seeds_and_counts_compute(study_dir, study, tmp_path, capsys):
+    root, _ = study_dir
+    rows = {(row.series, row.density): row for row in density_rows(study)}
+    assert list(rows) == [
+        ("winning ticket (IMP)", 1.0),
+        ("winning ticket (IMP)", 0.5),
+        ("winning ticket (IMP)", 0.25),
+        ("random reinit", 1.0),
+        ("random reinit", 0.5),
+        ("random reinit", 0.25),
+    ]
+    sparse = rows[("winning ticket (IMP)", 0.25)]  # the two seeds that got there (failed/stopped runs did not)
+    assert sparse.test_acc == [0.88, 0.90] and sparse.early_stop_iteration == [7, 7]
+    assert sparse.epochs == [6.0, 6.0]  # 30 steps; round 0's 10 steps were 2 epochs
+    assert len(sparse.seconds) == 2 and all(s >= 0 for s in sparse.seconds)
+    assert rows[("winning ticket (IMP)", 1.0)].runs == 4
+
+    md = tmp_path / "results.md"
+    argv = ["--offline", str(root), "--html", str(tmp_path / "r.html"), "--markdown", str(md), "--at", "100,26"]
+    assert cli.main(argv) == 0
+    lines = md.read_text().splitlines()
+    assert lines[0].startswith("| curve | weights left | runs | test acc (mean ± std) | early-stop iteration |")
+    assert [line.split(" | ")[:6] for line in lines[2:]] == [
+        ["| winning ticket (IMP)", "100.0%", "4", "88.00% ± 3.08%", "7", "2"],
+        ["| winning ticket (IMP)", "25.0%", "2", "89.00% ± 1.00%", "7", "6"],
+        ["| random reinit", "100.0%", "1", "90.00% ± 0.00%", "7", "2"],
+        ["| random reinit", "25.0%", "1", "70.00% ± 0.00%", "7", "6"],
+    ]
+    assert f"Table: {md}" in capsys.readouterr().out
+    assert 'id="density"' in (tmp_path / "r.html").read_text()  # the same table, in the page
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The W&B Report (built offline; publishing needs a server)
 
@@ -390,6 +426,8 @@ def test_bad_arguments_fail_with_a_hint(tmp_path, capsys):
         (["--project", "lth"], "--entity required for a W&B Report, or --offline DIR"),
         (["--offline", "wandb", "--save"], "--save cannot be used with --offline"),
         (["--entity", "e", "--project", "p", "--html", "x.html"], "--html needs --offline DIR"),
+        (["--entity", "e", "--project", "p", "--markdown", "r.md"], "--markdown needs --offline DIR"),
+        (["--offline", "wandb", "--at", "100,0"], "'100,0' is not a list of percentages in (0, 100]"),
         (["--entity", "e", "--project", "p", "--group", "g", "--sweep", "s"], "not allowed with argument"),
     ]:
         with pytest.raises(SystemExit) as exit_info:

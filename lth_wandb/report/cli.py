@@ -1,6 +1,7 @@
 """``lth-report``: the study as a W&B Report, or as one offline HTML page.
 
     lth-report --offline wandb --html report/report.html          # local run files -> HTML + PNG/SVG figures
+    lth-report --offline runs --markdown results.md --at 100,21,7 # + the table by density, as markdown
     lth-report --entity E --project P --group G [--runs wandb]    # W&B Report spec as JSON (no server needed)
     lth-report --entity E --project P --sweep S --save            # publish it (needs a server and credentials)
 
@@ -26,6 +27,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--offline", metavar="DIR", help="local run files: a wandb/ folder, a run, or a sweep/multirun dir")
     p.add_argument("--html", metavar="FILE", help=f"offline: the page to write (default {DEFAULT_HTML})")
+    p.add_argument("--markdown", metavar="FILE", help="offline: also write the results by density as a markdown table")
+    p.add_argument(
+        "--at",
+        metavar="PERCENTS",
+        type=percents,
+        help="offline: only these densities in the tables, e.g. 100,21.1,7 (each curve's nearest round, within 15%%)",
+    )
     p.add_argument("--entity", help="W&B user or team owning the project (required for a W&B Report)")
     p.add_argument("--project", help="W&B project of the runs (lth-train's wandb.project, default lth-wandb)")
     which = p.add_mutually_exclusive_group()
@@ -48,6 +56,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def percents(text: str) -> list[float]:
+    """``"100,21.1,7"`` -> ``[1.0, 0.211, 0.07]``."""
+    try:
+        values = [float(part) / 100 for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of percentages in (0, 100]. Hint: --at 100,51.3,21.1,7,3.6"
+        )
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     p = parser()
@@ -64,10 +85,16 @@ def offline_report(args: argparse.Namespace) -> int:
     from lth_wandb.report.html import write_html_report
     from lth_wandb.report.sources import collect_offline
     from lth_wandb.report.summary import summary_text
+    from lth_wandb.report.table import density_rows, markdown_table
 
     study = collect_offline(args.offline, group=args.group)
-    report = write_html_report(study, args.html or DEFAULT_HTML, title=args.title)
+    report = write_html_report(study, args.html or DEFAULT_HTML, title=args.title, at=args.at)
     print(summary_text(study))
+    if args.markdown:
+        table = markdown_table(density_rows(study, at=args.at))
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(table, encoding="utf-8")
+        print(f"Table: {args.markdown}")
     if study.skipped:
         print(
             f"Skipped {len(study.skipped)} run directories (listed in the report), e.g. {study.skipped[0][0]}: "
@@ -128,6 +155,9 @@ def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                 "--offline at the sweep directory, or drop --offline and give --entity and --project."
             )
         return
+    offline_only = [flag for flag, value in (("--markdown", args.markdown), ("--at", args.at)) if value]
+    if offline_only:
+        p.error(f"{', '.join(offline_only)} needs --offline DIR. Hint: lth-report --offline runs --markdown results.md")
     if args.html:
         p.error("--html needs --offline DIR. Hint: lth-report --offline wandb --html report/report.html")
     missing = [flag for flag, value in (("--entity", args.entity), ("--project", args.project)) if not value]

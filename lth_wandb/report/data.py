@@ -42,6 +42,7 @@ class Round:
         best_value: best monitored value (``val/loss`` by default).
         val_acc, test_acc: accuracies at the early-stop step.
         layer_density: density per pruned tensor.
+        seconds: wall time from the run's start to the end of the round (W&B's ``_runtime`` of the row).
     """
 
     round: int
@@ -53,6 +54,7 @@ class Round:
     val_acc: float | None
     test_acc: float | None
     layer_density: dict[str, float] = field(default_factory=dict)
+    seconds: float | None = None
 
     @property
     def early_stop_iteration(self) -> int | None:
@@ -259,6 +261,7 @@ def from_run_record(run: OfflineRun) -> RunRounds:
                 val_acc=_float(row.get("round/val_acc")),
                 test_acc=_float(row.get("round/test_acc")),
                 layer_density={k[len("round/density/") :]: v for k, v in row.items() if k.startswith("round/density/")},
+                seconds=_float(row.get("_runtime")),
             )
         )
     return RunRounds(

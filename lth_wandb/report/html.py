@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from lth_wandb.report.data import VARIANT_LABELS, RunRounds, Study
 from lth_wandb.report.figures import CAPTIONS, figure_bytes, make_figures, save_figures
 from lth_wandb.report.summary import best_ticket, summary_text
+from lth_wandb.report.table import HEAD, cells, density_rows
 
 _CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1f2328; margin: 0 auto;
@@ -53,20 +54,23 @@ class HtmlReport:
     files: dict[str, dict[str, Path]]
 
 
-def write_html_report(study: Study, path: str | PathLike, title: str | None = None) -> HtmlReport:
+def write_html_report(
+    study: Study, path: str | PathLike, title: str | None = None, at: list[float] | None = None
+) -> HtmlReport:
     """Draw the figures, save them beside the page (``<stem>-figures/``) and write the HTML page.
 
     Args:
         study: the runs, e.g. from :func:`lth_wandb.report.sources.collect_offline`.
         path: the HTML file to write; folders are created.
         title: page title; default names the group or the source folder.
+        at: densities (fractions) the results table keeps; None keeps every density.
     """
     out = Path(path)
     if out.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"path={str(out)!r} must end in .html. Hint: --html report/report.html")
     figures = make_figures(study)
     files = save_figures(figures, out.parent / f"{out.stem}-figures")
-    out.write_text(build_html(study, figures, title or default_title(study)), encoding="utf-8")
+    out.write_text(build_html(study, figures, title or default_title(study), at), encoding="utf-8")
     return HtmlReport(out, figures, files)
 
 
@@ -75,7 +79,7 @@ def default_title(study: Study) -> str:
     return f"Lottery tickets: {what}"
 
 
-def build_html(study: Study, figures: dict[str, Figure], title: str) -> str:
+def build_html(study: Study, figures: dict[str, Figure], title: str, at: list[float] | None = None) -> str:
     """The page as a string; every figure inline, so the file stands alone."""
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     parts = [
@@ -86,6 +90,8 @@ def build_html(study: Study, figures: dict[str, Figure], title: str) -> str:
         '<div class="figures">',
         *(_figure(name, fig) for name, fig in figures.items()),
         "</div>",
+        "<h2>Results by density</h2>",
+        _density_table(study, at),
         "<h2>Runs</h2>",
         _runs_table(study),
         _tickets(study),
@@ -152,6 +158,13 @@ def _runs_table(study: Study) -> str:
     head = [columns[i][0] for i in keep]
     text = {n for n, i in enumerate(keep) if columns[i][2]}
     return _table(head, [[row[i] for i in keep] for row in rows], text_columns=text, table_id="runs")
+
+
+def _density_table(study: Study, at: list[float] | None) -> str:
+    rows = density_rows(study, at)
+    if not rows:
+        return "<p>No finished rounds.</p>"
+    return _table(HEAD, [cells(row) for row in rows], text_columns={0}, table_id="density")
 
 
 def _tickets(study: Study) -> str:

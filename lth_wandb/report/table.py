@@ -1,0 +1,95 @@
+"""The study as one table: per curve (variant + differing pruning settings, as in the figures) and density, the
+test accuracy at the early-stop iteration (mean ± std over seeds), the early-stop iteration, and the compute spent
+from the run's start to the end of that round (epochs and wall time).
+
+Compute is what the run itself trained: an IMP round r costs r + 1 rounds of training, a continuous-pruning round
+r costs r + 1 epochs. A control that trains a saved ticket only counts its own training, not the IMP that found
+the mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import mean, pstdev
+
+from lth_wandb.report.data import Round, RunRounds, Study
+
+_NEAR = 0.15  # relative: a round this close to a requested density stands for it
+
+
+@dataclass(frozen=True)
+class DensityRow:
+    """One curve at one density, over the runs (seeds) that reached it."""
+
+    series: str
+    density: float
+    test_acc: list[float]
+    early_stop_iteration: list[int]
+    epochs: list[float]
+    seconds: list[float]
+
+    @property
+    def runs(self) -> int:
+        return len(self.test_acc)
+
+
+def density_rows(study: Study, at: list[float] | None = None) -> list[DensityRow]:
+    """Every curve's rounds grouped by density (seeds share densities under the same pruning settings).
+
+    Args:
+        at: only these densities (fractions, e.g. ``[1.0, 0.211, 0.07]``): for each, the curve's round whose density
+            is nearest, if within 15%. None keeps every density.
+    """
+    rows = []
+    for label, runs in study.series().items():
+        by_density: dict[float, list[tuple[RunRounds, Round]]] = {}
+        for run in runs:
+            for r in run.rounds:
+                by_density.setdefault(round(r.density, 4), []).append((run, r))
+        chosen = sorted(by_density, reverse=True)
+        if at is not None:
+            nearest = [min(chosen, key=lambda d, t=t: abs(d - t), default=None) for t in at]
+            chosen = sorted({d for d, t in zip(nearest, at, strict=True) if d is not None and abs(d - t) <= _NEAR * t})
+            chosen.reverse()
+        for density in chosen:
+            pairs = by_density[density]
+            stops = [r.early_stop_iteration for _, r in pairs]
+            rows.append(
+                DensityRow(
+                    series=label,
+                    density=mean(r.density for _, r in pairs),
+                    test_acc=[r.test_acc for _, r in pairs if r.test_acc is not None],
+                    early_stop_iteration=[s for s in stops if s is not None],
+                    epochs=[e for run, r in pairs if (e := epochs_to(run, r)) is not None],
+                    seconds=[r.seconds for _, r in pairs if r.seconds is not None],
+                )
+            )
+    return rows
+
+
+def epochs_to(run: RunRounds, r: Round) -> float | None:
+    """Training epochs from the run's start to the end of round ``r``: its end step over the steps of one epoch
+    (round 0's steps over ``pruning.epochs_per_round``)."""
+    first, per_round = run.round(0), run.get("pruning.epochs_per_round")
+    if first is None or not first.end_step or not isinstance(per_round, int) or r.end_step is None:
+        return None
+    return r.end_step / (first.end_step / per_round)
+
+
+HEAD = ["curve", "weights left", "runs", "test acc (mean ± std)", "early-stop iteration", "epochs trained", "wall time"]
+
+
+def cells(row: DensityRow) -> list[str]:
+    """The row's values as text, in :data:`HEAD`'s order."""
+    acc = f"{mean(row.test_acc):.2%} ± {pstdev(row.test_acc):.2%}" if row.test_acc else "n/a"
+    stop = f"{mean(row.early_stop_iteration):,.0f}" if row.early_stop_iteration else "n/a"
+    epochs = f"{mean(row.epochs):.0f}" if row.epochs else "n/a"
+    wall = f"{mean(row.seconds) / 60:.1f} min" if row.seconds else "n/a"
+    return [row.series, f"{row.density:.1%}", str(row.runs), acc, stop, epochs, wall]
+
+
+def markdown_table(rows: list[DensityRow]) -> str:
+    """The rows as a GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(HEAD) + " |", "|---" + "|---:" * (len(HEAD) - 1) + "|"]
+    lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
