@@ -141,7 +141,7 @@ def test_html_report_embeds_every_figure_with_the_runs_data(trained, html_report
     assert [r["round"] for r in rows] == [0, 1, 2]
 
     page = html_report.path.read_text()
-    assert set(html_report.figures) == {"accuracy", "early_stop", "val_curves"}
+    assert set(html_report.figures) == {"accuracy", "early_stop", "compute", "val_curves"}
     embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
     assert len(embedded) == len(html_report.figures)
     for data in embedded:
@@ -159,6 +159,10 @@ def test_html_report_embeds_every_figure_with_the_runs_data(trained, html_report
     ]
     ends = [0] + [r["trainer/global_step"] for r in rows[:-1]]
     assert list(stop.get_ydata()) == [r["round/early_stop_step"] - end for r, end in zip(rows, ends, strict=True)]
+    (compute,) = [
+        line for line in html_report.figures["compute"].axes[0].lines if line.get_gid() == f"run:{run.run_id}"
+    ]
+    assert list(compute.get_ydata()) == [1.0, 2.0, 3.0]  # epochs from the start, one per round here
     curves = {line.get_gid() for ax in html_report.figures["val_curves"].axes for line in ax.lines}
     assert {f"curve:{run.run_id}:{r}" for r in range(3)} <= curves
 
@@ -180,6 +184,8 @@ def test_cli_writes_the_offline_report(trained, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "out" / "report-figures").iterdir()) == [
         "accuracy.png",
         "accuracy.svg",
+        "compute.png",
+        "compute.svg",
         "early_stop.png",
         "early_stop.svg",
         "val_curves.png",
@@ -216,8 +222,10 @@ def test_report_renders_in_headless_chromium(html_report, tmp_path):
     assert found, run.stdout[-2000:] + run.stderr[-2000:]
     result = json.loads(found.group(1).replace("&quot;", '"'))
     assert result.get("error") is None, result
-    assert len(result["images"]) == 3 and all(done and width > 300 for done, width in result["images"])
-    assert len(result["svgs"]) == 3 and all(width > 300 for width in result["svgs"])
+    assert len(result["images"]) == len(html_report.figures) and all(
+        done and width > 300 for done, width in result["images"]
+    )
+    assert len(result["svgs"]) == len(html_report.figures) and all(width > 300 for width in result["svgs"])
     console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []
 

@@ -25,7 +25,12 @@ def parser() -> argparse.ArgumentParser:
         description="Build the lottery-ticket report of a run, a group or a sweep: a W&B Report "
         "(--entity/--project) or a self-contained HTML page from local run files (--offline).",
     )
-    p.add_argument("--offline", metavar="DIR", help="local run files: a wandb/ folder, a run, or a sweep/multirun dir")
+    p.add_argument(
+        "--offline",
+        metavar="DIR",
+        nargs="+",
+        help="local run files: a wandb/ folder, a run, or a sweep/multirun dir; several are compared in one report",
+    )
     p.add_argument("--html", metavar="FILE", help=f"offline: the page to write (default {DEFAULT_HTML})")
     p.add_argument("--markdown", metavar="FILE", help="offline: also write the results by density as a markdown table")
     p.add_argument(

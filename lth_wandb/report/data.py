@@ -164,6 +164,14 @@ class RunRounds:
     def round(self, number: int | None) -> Round | None:
         return next((r for r in self.rounds if r.round == number), None)
 
+    def epochs_at(self, r: Round) -> float | None:
+        """Training epochs from the run's start to the end of round ``r`` (its compute): the round's end step over
+        the steps of one epoch, which are round 0's steps over ``pruning.epochs_per_round``."""
+        first, per_round = self.round(0), self.get("pruning.epochs_per_round")
+        if first is None or not first.end_step or not isinstance(per_round, int) or r.end_step is None:
+            return None
+        return r.end_step / (first.end_step / per_round)
+
     @property
     def winning_round(self) -> int | None:
         """The run's own answer (``ticket/winning_round``), else recomputed from its rows the same way: the

@@ -2,6 +2,7 @@
 
 - test accuracy vs percent of weights remaining: tickets vs the random-reinit and random-pruning controls;
 - early-stop iteration vs percent of weights remaining;
+- compute: training epochs spent to reach each percent of weights remaining;
 - validation loss during training, one curve per round.
 
 The density axis is logarithmic and runs from dense (left) to sparse (right), as in Frankle & Carbin (2019).
@@ -30,6 +31,8 @@ CAPTIONS = {
     "accuracy": "Test accuracy at the early-stop iteration vs percent of weights remaining (log scale).",
     "early_stop": "Early-stop iteration (step of minimum validation loss, counted from the round's start) vs "
     "percent of weights remaining.",
+    "compute": "Training epochs from the run's start to the end of the round that reached each percent of weights "
+    "remaining (log scales): the cost of getting there.",
     "val_curves": "Validation loss during each round; the dot marks the early-stop point, dashed lines a round "
     "that did not finish.",
 }
@@ -46,21 +49,25 @@ def make_figures(study: Study) -> dict[str, Figure]:
         star = (best.round.density * 100, best.round.test_acc * 100)
     return {
         "accuracy": density_figure(
-            study, lambda r: _scaled(r.test_acc, 100), "Test accuracy (%)", "Test accuracy", highlight=star
+            study, lambda _, r: _scaled(r.test_acc, 100), "Test accuracy (%)", "Test accuracy", highlight=star
         ),
-        "early_stop": density_figure(study, lambda r: r.early_stop_iteration, "Early-stop iteration", "Early stopping"),
+        "early_stop": density_figure(
+            study, lambda _, r: r.early_stop_iteration, "Early-stop iteration", "Early stopping"
+        ),
+        "compute": density_figure(study, RunRounds.epochs_at, "Epochs trained", "Compute to reach it", log_y=True),
         "val_curves": val_curves_figure(study),
     }
 
 
 def density_figure(
     study: Study,
-    value: Callable[[Round], float | None],
+    value: Callable[[RunRounds, Round], float | None],
     ylabel: str,
     title: str,
     highlight: tuple[float, float] | None = None,
+    log_y: bool = False,
 ) -> Figure:
-    """``value(round)`` against percent of weights remaining, one colour per series of
+    """``value(run, round)`` against percent of weights remaining, one colour per series of
     :meth:`Study.series`; each run a ``Line2D`` with ``gid="run:<id>"`` and one point per round.
     ``highlight`` (x, y) gets a star: the best winning ticket."""
     series = study.series()
@@ -72,7 +79,7 @@ def density_figure(
         color, several = f"C{i % 10}", len(runs) > 1
         by_density: dict[float, list[float]] = {}
         for run in runs:
-            points = [(r.density * 100, value(r)) for r in run.rounds if value(r) is not None]
+            points = [(r.density * 100, y) for r in run.rounds if (y := value(run, r)) is not None]
             for x, y in points:
                 by_density.setdefault(round(x, 4), []).append(y)
             xs, ys = [p[0] for p in points], [p[1] for p in points]
@@ -104,6 +111,8 @@ def density_figure(
             zorder=5,
         )
     ax.set(xlabel="Percent of weights remaining", ylabel=ylabel, title=title)
+    if log_y:
+        ax.set_yscale("log")
     ax.grid(True, which="major", alpha=0.3)
     if densities:
         _density_axis(ax, densities)

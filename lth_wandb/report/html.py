@@ -75,7 +75,8 @@ def write_html_report(
 
 
 def default_title(study: Study) -> str:
-    what = study.group or study.sweep or Path(study.source).resolve().name or study.source
+    folders = ", ".join(Path(part).resolve().name for part in study.source.split(", "))
+    what = study.group or study.sweep or folders or study.source
     return f"Lottery tickets: {what}"
 
 
@@ -113,8 +114,8 @@ def build_html(study: Study, figures: dict[str, Figure], title: str, at: list[fl
 
 
 def _source(study: Study) -> str:
-    path = Path(study.source)
-    return str(path.resolve()) if path.exists() else study.source
+    paths = [Path(part) for part in study.source.split(", ")]  # collect_offline joins several folders so
+    return ", ".join(str(p.resolve()) if p.exists() else str(p) for p in paths)
 
 
 def _figure(name: str, fig: Figure) -> str:

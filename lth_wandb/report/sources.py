@@ -7,6 +7,7 @@ Unreadable run directories are reported, not fatal: a crashed run may have left 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
@@ -15,27 +16,32 @@ from lth_wandb.report.data import RunRounds, Study, from_run_record
 from lth_wandb.runfiles import RUN_GLOBS, OfflineRun, find_runs, read_run
 
 
-def collect_offline(path: str | PathLike, group: str | None = None, workers: int | None = None) -> Study:
+def collect_offline(
+    path: str | PathLike | Sequence[str | PathLike], group: str | None = None, workers: int | None = None
+) -> Study:
     """Every run under ``path``: a run directory, a ``wandb/`` folder (or the folder holding it), or any tree
-    of them, e.g. a sweep or Hydra multirun directory.
+    of them, e.g. a sweep or Hydra multirun directory; or several such paths, compared in one study.
 
     Args:
-        path: where to look.
+        path: where to look; a list or tuple of paths puts their runs together.
         group: keep only runs of this W&B group.
         workers: run files read in parallel (each read starts the SDK's reader in a subprocess).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist or holds no run directory.
+        FileNotFoundError: a path does not exist or holds no run directory.
     """
-    root = Path(path)
-    if not root.exists():
-        raise FileNotFoundError(f"{root} does not exist. Hint: pass the folder lth-train ran in, or its wandb/.")
-    run_dirs = _run_dirs(root)
-    if not run_dirs:
-        raise FileNotFoundError(
-            f"no W&B run directories ({' or '.join(RUN_GLOBS)}) under {root}. "
-            "Hint: lth-train writes them to ./wandb/ (see wandb.dir); pass that folder or one above it."
-        )
+    roots = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    run_dirs: list[Path] = []
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"{root} does not exist. Hint: pass the folder lth-train ran in, or its wandb/.")
+        found = _run_dirs(root)
+        if not found:
+            raise FileNotFoundError(
+                f"no W&B run directories ({' or '.join(RUN_GLOBS)}) under {root}. "
+                "Hint: lth-train writes them to ./wandb/ (see wandb.dir); pass that folder or one above it."
+            )
+        run_dirs += [d for d in found if d not in run_dirs]
     # The reader is itself multi-threaded: more than one read per two cores only adds contention.
     with ThreadPoolExecutor(max_workers=workers or max(1, (os.cpu_count() or 2) // 2)) as pool:
         results = list(pool.map(_read_or_reason, run_dirs))
@@ -45,7 +51,8 @@ def collect_offline(path: str | PathLike, group: str | None = None, workers: int
             skipped.append((str(run_dir), result))
         elif group is None or result.group == group:
             runs.append(result)
-    return Study(runs=_merge_resumed(runs), skipped=skipped, source=str(root), group=group)
+    source = ", ".join(str(root) for root in roots)
+    return Study(runs=_merge_resumed(runs), skipped=skipped, source=source, group=group)
 
 
 def collect_api(entity: str, project: str, group: str | None = None, sweep: str | None = None) -> Study:

@@ -60,20 +60,11 @@ def density_rows(study: Study, at: list[float] | None = None) -> list[DensityRow
                     density=mean(r.density for _, r in pairs),
                     test_acc=[r.test_acc for _, r in pairs if r.test_acc is not None],
                     early_stop_iteration=[s for s in stops if s is not None],
-                    epochs=[e for run, r in pairs if (e := epochs_to(run, r)) is not None],
+                    epochs=[e for run, r in pairs if (e := run.epochs_at(r)) is not None],
                     seconds=[r.seconds for _, r in pairs if r.seconds is not None],
                 )
             )
     return rows
-
-
-def epochs_to(run: RunRounds, r: Round) -> float | None:
-    """Training epochs from the run's start to the end of round ``r``: its end step over the steps of one epoch
-    (round 0's steps over ``pruning.epochs_per_round``)."""
-    first, per_round = run.round(0), run.get("pruning.epochs_per_round")
-    if first is None or not first.end_step or not isinstance(per_round, int) or r.end_step is None:
-        return None
-    return r.end_step / (first.end_step / per_round)
 
 
 HEAD = ["curve", "weights left", "runs", "test acc (mean ± std)", "early-stop iteration", "epochs trained", "wall time"]
