@@ -21,6 +21,7 @@ from conftest import lth_train
 from PIL import Image
 
 from lth_wandb.report import cli
+from lth_wandb.report.data import RunRounds
 from lth_wandb.report.figures import figure_bytes
 from lth_wandb.report.html import write_html_report
 from lth_wandb.report.sources import collect_offline
@@ -305,6 +306,16 @@ def test_summary_and_figures_compare_tickets_with_controls(study_dir, study):
     page = report.path.read_text()
     assert f"ticket-{ids['imp1']}:winning ★ best" in page and "round=1, density=0.5" in page
     assert "offline-run-20200101_000000-broken1" in page
+
+
+def test_variant_names_the_method_from_the_config():
+    def variant(**config):
+        return RunRounds("r", config=config).variant
+
+    assert variant() == "ticket" and variant(pruning={"rewind": "init", "control": None}) == "ticket"
+    assert variant(pruning={"rewind": "none"}) == "no_rewind" and variant(**{"pruning.rewind": "lr"}) == "lr_rewind"
+    assert variant(pruning={"control": "reinit"}, ticket="t") == "reinit"  # a control of a saved ticket
+    assert variant(pruning={"control": None}, ticket="tickets/round-3/ticket") == "saved_ticket"
 
 
 def test_density_table_averages_seeds_and_counts_compute(study_dir, study, tmp_path, capsys):
