@@ -349,6 +349,10 @@ def test_density_table_averages_seeds_and_counts_compute(study_dir, study, tmp_p
     assert f"Table: {md}" in capsys.readouterr().out
     assert 'id="density"' in (tmp_path / "r.html").read_text()  # the same table, in the page
 
+    argv = ["--offline", str(root), "--html", str(tmp_path / "z.html"), "--markdown", str(md), "--min-density", "30"]
+    assert cli.main(argv) == 0
+    assert [line.split(" | ")[1] for line in md.read_text().splitlines()[2:]] == ["100.0%", "50.0%"] * 2
+
 
 # ------------------------------------------------------------------------------------------------------------
 # The W&B Report (built offline; publishing needs a server)
@@ -447,6 +451,7 @@ def test_bad_arguments_fail_with_a_hint(tmp_path, capsys):
         (["--entity", "e", "--project", "p", "--html", "x.html"], "--html needs --offline DIR"),
         (["--entity", "e", "--project", "p", "--markdown", "r.md"], "--markdown needs --offline DIR"),
         (["--offline", "wandb", "--at", "100,0"], "'100,0' is not a list of percentages in (0, 100]"),
+        (["--offline", "wandb", "--min-density", "0"], "--min-density 0.0 is not a percentage in (0, 100]"),
         (["--entity", "e", "--project", "p", "--group", "g", "--sweep", "s"], "not allowed with argument"),
     ]:
         with pytest.raises(SystemExit) as exit_info:

@@ -39,6 +39,12 @@ def parser() -> argparse.ArgumentParser:
         type=percents,
         help="offline: only these densities in the tables, e.g. 100,21.1,7 (each curve's nearest round, within 15%%)",
     )
+    p.add_argument(
+        "--min-density",
+        metavar="PERCENT",
+        type=float,
+        help="offline: leave out rounds sparser than this, in figures and tables (e.g. 3 to zoom in on 100-3%%)",
+    )
     p.add_argument("--entity", help="W&B user or team owning the project (required for a W&B Report)")
     p.add_argument("--project", help="W&B project of the runs (lth-train's wandb.project, default lth-wandb)")
     which = p.add_mutually_exclusive_group()
@@ -93,6 +99,8 @@ def offline_report(args: argparse.Namespace) -> int:
     from lth_wandb.report.table import density_rows, markdown_table
 
     study = collect_offline(args.offline, group=args.group)
+    if args.min_density is not None:
+        study.drop_sparser_than(args.min_density / 100)
     report = write_html_report(study, args.html or DEFAULT_HTML, title=args.title, at=args.at)
     print(summary_text(study))
     if args.markdown:
@@ -142,6 +150,8 @@ def wandb_report(args: argparse.Namespace) -> int:
 
 
 def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.min_density is not None and not 0 < args.min_density <= 100:
+        p.error(f"--min-density {args.min_density} is not a percentage in (0, 100]. Hint: --min-density 3")
     if args.offline:
         extra = [
             flag
@@ -160,7 +170,11 @@ def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                 "--offline at the sweep directory, or drop --offline and give --entity and --project."
             )
         return
-    offline_only = [flag for flag, value in (("--markdown", args.markdown), ("--at", args.at)) if value]
+    offline_only = [
+        flag
+        for flag, value in (("--markdown", args.markdown), ("--at", args.at), ("--min-density", args.min_density))
+        if value is not None
+    ]
     if offline_only:
         p.error(f"{', '.join(offline_only)} needs --offline DIR. Hint: lth-report --offline runs --markdown results.md")
     if args.html:

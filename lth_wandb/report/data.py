@@ -221,6 +221,11 @@ class Study:
     group: str | None = None
     sweep: str | None = None
 
+    def drop_sparser_than(self, density: float) -> None:
+        """Leave out the rounds with fewer than ``density`` of the weights, e.g. to zoom figures in."""
+        for run in self.runs:
+            run.rounds = [r for r in run.rounds if r.density >= density]
+
     def series(self) -> dict[str, list[RunRounds]]:
         """Runs grouped into curves: by variant, plus the pruning settings (:data:`SERIES_KEYS`) that differ
         across the study. Seeds and everything else are averaged over."""
