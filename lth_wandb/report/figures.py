@@ -95,7 +95,7 @@ def density_figure(
                 color=color,
                 marker="o",
                 capsize=3,
-                label=f"{label}: mean ± std of {len(runs)} runs",
+                label=f"{label}: mean ± std of {max(map(len, by_density.values()))} runs",
             )
             bars.lines[0].set_gid(f"mean:{label}")  # the means; a gid passed to errorbar would also tag the caps
     if highlight is not None:
