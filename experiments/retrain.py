@@ -7,7 +7,7 @@ densities), at 51%, 21%, 7% and 3.6% of the weights, as Frankle & Carbin's Figur
 ``rewound`` (part 2): the masks that pruning after every epoch found (experiments/continuous_tickets.yaml), with
 the run's initial weights θ0: are they winning tickets too, or only good sparse networks?
 
-Each run trains as long as one round of the source run, with its experiment and seed. One ``lth-sweep`` per
+Each run trains as long as one round of the source run (or ``--epochs``), with its experiment and seed. One ``lth-sweep`` per
 source run does the runs, in ``<sweep dir>/<mode>/seed-<seed>``, so rerunning this script resumes.
 
     lth-sweep experiments/fmnist_tickets.yaml --workers 2 --dir runs/fmnist_tickets   # first: the tickets
@@ -15,7 +15,7 @@ source run does the runs, in ``<sweep dir>/<mode>/seed-<seed>``, so rerunning th
     lth-report --offline runs/fmnist_tickets --at 100,51.3,21.1,7,3.6 --markdown results.md
 
     lth-sweep experiments/continuous_tickets.yaml --workers 2 --dir runs/continuous_tickets
-    python experiments/retrain.py rewound runs/continuous_tickets --rounds 12 15 --workers 2
+    python experiments/retrain.py rewound runs/continuous_tickets --rounds 12 15 --epochs 10 --workers 2
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ def rewound_to_init(run_dir: Path, round: int, out: Path) -> Path:
     return Ticket(found.masks, start.rewind_weights, metadata=metadata).save(out, parts=("rewind",))
 
 
-def sweep_config(config: dict, tickets: list[Path], controls: list[str | None]) -> dict:
-    """A grid of ``tickets`` x ``controls``, each trained one round as long as the source run's rounds."""
+def sweep_config(config: dict, tickets: list[Path], controls: list[str | None], epochs: int) -> dict:
+    """A grid of ``tickets`` x ``controls``, each trained for ``epochs``."""
     parameters = {
         "experiment": {"value": config["experiment"]},
         "ticket": {"values": [str(t.resolve()) for t in tickets]},
         "pruning.rounds": {"value": 0},
-        "pruning.epochs_per_round": {"value": config["pruning"]["epochs_per_round"]},
+        "pruning.epochs_per_round": {"value": epochs},
         "seed": {"value": config["seed"]},
         "trainer.enable_progress_bar": {"value": False},
     }
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mode", choices=["controls", "rewound"])
     parser.add_argument("sweep_dir", type=Path, help="the lth-sweep directory of the runs that found the tickets")
     parser.add_argument("--rounds", type=int, nargs="+", default=list(ROUNDS), help="whose tickets to train")
+    parser.add_argument("--epochs", type=int, help="training epochs per ticket (default: a round of the source run)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     runs = finished_runs(args.sweep_dir)
@@ -99,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             controls = [None]
         out.mkdir(parents=True, exist_ok=True)
         sweep_file = out / "sweep.yaml"
-        sweep_file.write_text(yaml.safe_dump(sweep_config(config, tickets, controls), sort_keys=False))
+        sweep_file.write_text(
+            yaml.safe_dump(
+                sweep_config(config, tickets, controls, args.epochs or config["pruning"]["epochs_per_round"]),
+                sort_keys=False,
+            )
+        )
         command = ["lth-sweep", str(sweep_file), "--workers", str(args.workers), "--dir", str(out)]
         code = subprocess.call(command) or code
     return code
