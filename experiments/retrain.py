@@ -7,8 +7,8 @@ densities), at 51%, 21%, 7% and 3.6% of the weights, as Frankle & Carbin's Figur
 ``rewound`` (part 2): the masks that pruning after every epoch found (experiments/continuous_tickets.yaml), with
 the run's initial weights θ0: are they winning tickets too, or only good sparse networks?
 
-Each run trains as long as one round of the source run (or ``--epochs``), with its experiment and seed. One ``lth-sweep`` per
-source run does the runs, in ``<sweep dir>/<mode>/seed-<seed>``, so rerunning this script resumes.
+Each run trains as long as one round of the source run (or ``--epochs``), with its experiment and seed. One
+``lth-sweep`` per source run does the runs, in ``<sweep dir>/<mode>/seed-<seed>``, so rerunning this script resumes.
 
     lth-sweep experiments/fmnist_tickets.yaml --workers 2 --dir runs/fmnist_tickets   # first: the tickets
     python experiments/retrain.py controls runs/fmnist_tickets --workers 2              # then: the controls
