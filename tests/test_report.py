@@ -316,6 +316,7 @@ def test_variant_names_the_method_from_the_config():
     assert variant(pruning={"rewind": "none"}) == "no_rewind" and variant(**{"pruning.rewind": "lr"}) == "lr_rewind"
     assert variant(pruning={"control": "reinit"}, ticket="t") == "reinit"  # a control of a saved ticket
     assert variant(pruning={"control": None}, ticket="tickets/round-3/ticket") == "saved_ticket"
+    assert variant(pruning={"rounds": 0}) == "dense" and variant(pruning={"rounds": 0}, ticket="t") == "saved_ticket"
 
 
 def test_density_table_averages_seeds_and_counts_compute(study_dir, study, tmp_path, capsys):

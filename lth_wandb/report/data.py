@@ -19,6 +19,7 @@ TICKET_TYPE = "lottery-ticket"
 WINNING = "winning"
 VARIANT_LABELS = {
     "ticket": "winning ticket (IMP)",
+    "dense": "dense (no pruning)",
     "saved_ticket": "saved ticket, retrained",
     "no_rewind": "no rewinding",
     "lr_rewind": "learning-rate rewinding",
@@ -130,12 +131,15 @@ class RunRounds:
     def variant(self) -> str:
         """``"ticket"`` for IMP (rewinding weights), ``"no_rewind"`` / ``"lr_rewind"`` when weights are not
         rewound (their masks are not tickets in the paper's sense), the control: ``"reinit"``,
-        ``"random_mask"``, or ``"saved_ticket"`` for a run that trains a given ticket (``ticket=...``) as it is."""
+        ``"random_mask"``, ``"saved_ticket"`` for a run that trains a given ticket (``ticket=...``) as it is, or
+        ``"dense"`` for a run with no pruning round (``pruning.rounds=0``)."""
         control = self.get("pruning.control")
         if control not in (None, "", "none", "null"):
             return str(control)
         if self.get("ticket"):
             return "saved_ticket"
+        if self.get("pruning.rounds") == 0:
+            return "dense"
         rewind = str(self.get("pruning.rewind", "init"))
         return {"none": "no_rewind", "lr": "lr_rewind"}.get(rewind, "ticket")
 
