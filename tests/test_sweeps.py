@@ -30,6 +30,8 @@ from lth_wandb.runfiles import find_runs, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
+# The study's grids (README "Results"), run with lth-sweep: held to the same schema and keys.
+EXPERIMENT_FILES = sorted((ROOT / "experiments").glob("*.yaml"))
 AGENT_COMMAND = ["${env}", "${interpreter}", "-m", "lth_wandb.train", "${args_no_hyphens}"]
 # A tiny budget, imposed the way a user would: as fixed values in the sweep file.
 TINY = {"pruning.rounds": 1, "pruning.epochs_per_round": 1, "trainer.enable_progress_bar": False}
@@ -67,7 +69,7 @@ def candidates(spec: dict) -> list:
 def logged_names() -> set[str]:
     """What the app logs: the Classifier's curves and the ticket summary (W&B summary `ticket/<key>`)."""
     summary = LotteryTicket(rounds=1, epochs_per_round=1).summary()
-    return {"val/loss", "val/acc", "test/loss", "test/acc", "train/loss", "train/acc"} | {
+    return {"val/loss", "val/acc", "test/loss", "test/acc", "train/loss", "train/acc", "round/test_acc"} | {
         f"ticket/{k}" for k in summary
     }
 
@@ -85,7 +87,7 @@ def test_the_five_sweeps_exist():
     }
 
 
-@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SWEEP_FILES + EXPERIMENT_FILES, ids=lambda p: p.stem)
 def test_sweep_file_matches_wandb_schema_and_the_app(path):
     config = load(path)
     assert sweeps.schema_violations_from_proposed_config(config) == []
@@ -101,7 +103,9 @@ def test_sweep_file_matches_wandb_schema_and_the_app(path):
         assert config["parameters"]["trainer.val_every_n_steps"] == {"value": "null"}
     # Every value the engine can propose is a real key Hydra accepts, and arrives as that value.
     for name, spec in config["parameters"].items():
-        assert "." in name or name == "seed", name  # flat dotted keys, as the agent passes them
+        assert "." in name or name in ("seed", "experiment"), (
+            name
+        )  # flat dotted keys (or a preset), as the agent passes
         for value in candidates(spec):
             (override,) = create_sweep_command_args({"args": {name: {"value": value}}})["args_no_hyphens"]
             got = OmegaConf.select(cfg_for(override), name, throw_on_missing=True)
