@@ -23,14 +23,11 @@ class DensityRow:
 
     series: str
     density: float
+    runs: int
     test_acc: list[float]
     early_stop_iteration: list[int]
     epochs: list[float]
     seconds: list[float]
-
-    @property
-    def runs(self) -> int:
-        return len(self.test_acc)
 
 
 def density_rows(study: Study, at: list[float] | None = None) -> list[DensityRow]:
@@ -49,8 +46,8 @@ def density_rows(study: Study, at: list[float] | None = None) -> list[DensityRow
         chosen = sorted(by_density, reverse=True)
         if at is not None:
             nearest = [min(chosen, key=lambda d, t=t: abs(d - t), default=None) for t in at]
-            chosen = sorted({d for d, t in zip(nearest, at, strict=True) if d is not None and abs(d - t) <= _NEAR * t})
-            chosen.reverse()
+            near = {d for d, t in zip(nearest, at, strict=True) if d is not None and abs(d - t) <= _NEAR * t}
+            chosen = sorted(near, reverse=True)
         for density in chosen:
             pairs = by_density[density]
             stops = [r.early_stop_iteration for _, r in pairs]
@@ -58,6 +55,7 @@ def density_rows(study: Study, at: list[float] | None = None) -> list[DensityRow
                 DensityRow(
                     series=label,
                     density=mean(r.density for _, r in pairs),
+                    runs=len(pairs),
                     test_acc=[r.test_acc for _, r in pairs if r.test_acc is not None],
                     early_stop_iteration=[s for s in stops if s is not None],
                     epochs=[e for run, r in pairs if (e := run.epochs_at(r)) is not None],
