@@ -13,6 +13,7 @@ drift of the machine hits all of them alike. A second table times the same three
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import time
 import warnings
@@ -27,6 +28,8 @@ from lth_wandb import LotteryTicket
 from lth_wandb.models import Conv6, LeNet300100
 
 DENSITY = 0.2
+# Lightning's start-up messages (accelerator, tips) would repeat for every fit and bury the tables.
+logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
 SHAPES = {"lenet": ((1, 28, 28), LeNet300100), "conv6": ((3, 32, 32), Conv6)}
 
 
