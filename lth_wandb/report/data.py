@@ -215,13 +215,13 @@ class Study:
     Attributes:
         runs: oldest first.
         skipped: ``(path, reason)`` of run directories that could not be read.
-        source: what was read (a directory, or ``entity/project``).
+        sources: what was read: the folders, or ``entity/project``.
         group, sweep: the filter that selected the runs, if any.
     """
 
     runs: list[RunRounds]
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    source: str = ""
+    sources: list[str] = field(default_factory=list)
     group: str | None = None
     sweep: str | None = None
 
@@ -241,6 +241,16 @@ class Study:
             extra = ", ".join(f"{k.split('.')[-1]}={run.get(k)}" for k in varying)
             series.setdefault(f"{label} ({extra})" if extra else label, []).append(run)
         return series
+
+
+def rounds_by_density(runs: list[RunRounds]) -> dict[float, list[tuple[RunRounds, Round]]]:
+    """The rounds of ``runs`` grouped by percent of weights remaining, densest first. Percentages are rounded to
+    4 decimals, so the seeds of one pruning schedule share a group."""
+    groups: dict[float, list[tuple[RunRounds, Round]]] = {}
+    for run in runs:
+        for r in run.rounds:
+            groups.setdefault(round(r.density * 100, 4), []).append((run, r))
+    return dict(sorted(groups.items(), reverse=True))
 
 
 def config_value(config: dict[str, Any], key: str, default: Any = None) -> Any:

@@ -24,7 +24,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from lth_wandb.report.data import Round, RunRounds, Study
+from lth_wandb.report.data import Round, RunRounds, Study, rounds_by_density
 from lth_wandb.report.summary import best_ticket
 
 CAPTIONS = {
@@ -77,14 +77,16 @@ def density_figure(
     densities: set[float] = set()
     for i, (label, runs) in enumerate(series.items()):
         color, several = f"C{i % 10}", len(runs) > 1
-        by_density: dict[float, list[float]] = {}
         for run in runs:
             points = [(r.density * 100, y) for r in run.rounds if (y := value(run, r)) is not None]
-            for x, y in points:
-                by_density.setdefault(round(x, 4), []).append(y)
             xs, ys = [p[0] for p in points], [p[1] for p in points]
             style = dict(ls="none", alpha=0.35, ms=4) if several else dict(ls="-", label=label)
             ax.plot(xs, ys, marker="o", color=color, gid=f"run:{run.run_id}", **style)
+        by_density: dict[float, list[float]] = {}  # percent -> the runs' values there
+        for x, pairs in rounds_by_density(runs).items():
+            ys = [y for run, r in pairs if (y := value(run, r)) is not None]
+            if ys:
+                by_density[x] = ys
         densities.update(by_density)
         if several and by_density:
             xs = sorted(by_density, reverse=True)

@@ -75,8 +75,7 @@ def write_html_report(
 
 
 def default_title(study: Study) -> str:
-    folders = ", ".join(Path(part).resolve().name for part in study.source.split(", "))
-    what = study.group or study.sweep or folders or study.source
+    what = study.group or study.sweep or ", ".join(Path(source).resolve().name or source for source in study.sources)
     return f"Lottery tickets: {what}"
 
 
@@ -114,7 +113,7 @@ def build_html(study: Study, figures: dict[str, Figure], title: str, at: list[fl
 
 
 def _source(study: Study) -> str:
-    paths = [Path(part) for part in study.source.split(", ")]  # collect_offline joins several folders so
+    paths = [Path(source) for source in study.sources]
     return ", ".join(str(p.resolve()) if p.exists() else str(p) for p in paths)
 
 

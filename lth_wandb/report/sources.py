@@ -31,7 +31,7 @@ def collect_offline(
         FileNotFoundError: a path does not exist or holds no run directory.
     """
     roots = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
-    run_dirs: list[Path] = []
+    found_in_roots: dict[Path, Path] = {}  # by resolved path: overlapping roots read each run once
     for root in roots:
         if not root.exists():
             raise FileNotFoundError(f"{root} does not exist. Hint: pass the folder lth-train ran in, or its wandb/.")
@@ -41,7 +41,9 @@ def collect_offline(
                 f"no W&B run directories ({' or '.join(RUN_GLOBS)}) under {root}. "
                 "Hint: lth-train writes them to ./wandb/ (see wandb.dir); pass that folder or one above it."
             )
-        run_dirs += [d for d in found if d not in run_dirs]
+        for run_dir in found:
+            found_in_roots.setdefault(run_dir.resolve(), run_dir)
+    run_dirs = list(found_in_roots.values())
     # The reader is itself multi-threaded: more than one read per two cores only adds contention.
     with ThreadPoolExecutor(max_workers=workers or max(1, (os.cpu_count() or 2) // 2)) as pool:
         results = list(pool.map(_read_or_reason, run_dirs))
@@ -51,8 +53,7 @@ def collect_offline(
             skipped.append((str(run_dir), result))
         elif group is None or result.group == group:
             runs.append(result)
-    source = ", ".join(str(root) for root in roots)
-    return Study(runs=_merge_resumed(runs), skipped=skipped, source=source, group=group)
+    return Study(runs=_merge_resumed(runs), skipped=skipped, sources=[str(root) for root in roots], group=group)
 
 
 def collect_api(entity: str, project: str, group: str | None = None, sweep: str | None = None) -> Study:
@@ -84,7 +85,7 @@ def collect_api(entity: str, project: str, group: str | None = None, sweep: str 
             group=run.group or "",
         )
         records.append(from_run_record(record))
-    return Study(runs=records, source=path, group=group, sweep=sweep)
+    return Study(runs=records, sources=[path], group=group, sweep=sweep)
 
 
 def _run_dirs(root: Path) -> list[Path]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from statistics import mean, pstdev
 
-from lth_wandb.report.data import Round, RunRounds, Study
+from lth_wandb.report.data import Study, rounds_by_density
 
 _NEAR = 0.15  # relative: a round this close to a requested density stands for it
 
@@ -39,17 +39,15 @@ def density_rows(study: Study, at: list[float] | None = None) -> list[DensityRow
     """
     rows = []
     for label, runs in study.series().items():
-        by_density: dict[float, list[tuple[RunRounds, Round]]] = {}
-        for run in runs:
-            for r in run.rounds:
-                by_density.setdefault(round(r.density, 4), []).append((run, r))
-        chosen = sorted(by_density, reverse=True)
+        groups = rounds_by_density(runs)  # by percent
+        chosen = list(groups)
         if at is not None:
-            nearest = [min(chosen, key=lambda d, t=t: abs(d - t), default=None) for t in at]
-            near = {d for d, t in zip(nearest, at, strict=True) if d is not None and abs(d - t) <= _NEAR * t}
+            targets = [t * 100 for t in at]
+            nearest = [min(chosen, key=lambda d, t=t: abs(d - t), default=None) for t in targets]
+            near = {d for d, t in zip(nearest, targets, strict=True) if d is not None and abs(d - t) <= _NEAR * t}
             chosen = sorted(near, reverse=True)
-        for density in chosen:
-            pairs = by_density[density]
+        for percent in chosen:
+            pairs = groups[percent]
             stops = [r.early_stop_iteration for _, r in pairs]
             rows.append(
                 DensityRow(
