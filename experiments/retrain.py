@@ -44,15 +44,23 @@ def finished_runs(sweep_dir: Path) -> list[tuple[Path, dict]]:
     return found
 
 
-def ticket_dir(run_dir: Path, round: int) -> Path:
-    return run_dir / "tickets" / f"round-{round}" / "ticket"
+def ticket_dir(run_dir: Path, number: int) -> Path:
+    return run_dir / "tickets" / f"round-{number}" / "ticket"
 
 
-def rewound_to_init(run_dir: Path, round: int, out: Path) -> Path:
-    """Round ``round``'s mask with round 0's starting weights (θ0), saved in ``out``."""
-    found, start = Ticket.load(ticket_dir(run_dir, round)), Ticket.load(ticket_dir(run_dir, 0))
-    metadata = {**found.metadata, "rewound_to": "round 0 start (theta0)", "source": str(ticket_dir(run_dir, round))}
-    return Ticket(found.masks, start.rewind_weights, metadata=metadata).save(out, parts=("rewind",))
+def rewound_to_init(run_dir: Path, numbers: list[int], out: Path) -> list[Path]:
+    """Each round's mask with round 0's starting weights (θ0), saved in ``out/round-<r>``."""
+    theta0 = Ticket.load(ticket_dir(run_dir, 0)).rewind_weights
+    saved = []
+    for number in numbers:
+        found = Ticket.load(ticket_dir(run_dir, number))
+        metadata = {
+            **found.metadata,
+            "rewound_to": "round 0 start (theta0)",
+            "source": str(ticket_dir(run_dir, number)),
+        }
+        saved.append(Ticket(found.masks, theta0, metadata=metadata).save(out / f"round-{number}", parts=("rewind",)))
+    return saved
 
 
 def sweep_config(config: dict, tickets: list[Path], controls: list[str | None], epochs: int) -> dict:
@@ -96,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode == "controls":
             tickets, controls = [ticket_dir(run_dir, r) for r in args.rounds], list(CONTROLS)
         else:
-            tickets = [rewound_to_init(run_dir, r, out / "tickets" / f"round-{r}") for r in args.rounds]
+            tickets = rewound_to_init(run_dir, args.rounds, out / "tickets")
             controls = [None]
         out.mkdir(parents=True, exist_ok=True)
         sweep_file = out / "sweep.yaml"
