@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import lth_train
 
-from lth_wandb.data import ClassificationDataModule, DatasetNotFoundError, get, read_idx
+from lth_wandb.data import ClassificationDataModule, DatasetNotFoundError, DatasetUnreadableError, get, read_idx
 from lth_wandb.data import mnist as mnist_module
 from lth_wandb.data.cifar import load_cifar10
 from lth_wandb.data.mnist import FILES, IdxSource, load_idx_dataset
@@ -67,14 +68,123 @@ def test_idx_round_trip(tmp_path, dtype, compress):
     np.testing.assert_array_equal(got, array)
 
 
-def test_idx_errors_name_the_problem(tmp_path):
+def _gz_tail_cut(data: bytes) -> bytes:
+    return gzip.compress(data)[:-20]
+
+
+def _gz_bad_crc(data: bytes) -> bytes:
+    packed = bytearray(gzip.compress(data))
+    packed[-8] ^= 0xFF  # the CRC32 in the gzip trailer
+    return bytes(packed)
+
+
+# One IDX-level message each: (file name, bytes from a good 2x2 uint8 file's bytes, the message).
+IDX_FILE_ERRORS = {
+    "magic": ("a.idx", lambda good: b"\x00\x01" + good[2:], r"a\.idx: magic number 00010802 is not an IDX header"),
+    "data size": (
+        "a.idx",
+        lambda good: good[:-1],
+        r"a\.idx: dimensions \(2, 2\) of uint8 need 4 data bytes but the file holds 3\. Hint: .* fetch it again",
+    ),
+    "header size": (
+        "a.idx",
+        lambda good: good[:6],
+        r"a\.idx: the header declares 2 dimensions, which need 12 header bytes, but the file has only 6\. Hint:",
+    ),
+    "not gzip": (
+        "a.idx.gz",
+        lambda good: b"<html>404 Not Found</html>",
+        r"a\.idx\.gz: not gzip-compressed \(it starts with b'<html>404 Not Fo'\); expected a gzip-compressed IDX "
+        r"file\. Hint: a failed download",
+    ),
+    "truncated gzip": (
+        "a.idx.gz",
+        _gz_tail_cut,
+        r"a\.idx\.gz: not a complete gzip file \(Compressed file ended .*\); expected a gzip-compressed IDX file\. "
+        r"Hint: it is truncated or corrupt",
+    ),
+    "corrupt gzip": ("a.idx.gz", _gz_bad_crc, r"a\.idx\.gz: not a complete gzip file \(CRC check failed\)"),
+}
+
+
+@pytest.mark.parametrize("case", IDX_FILE_ERRORS)
+def test_idx_file_errors_name_the_file_and_the_problem(tmp_path, case):
+    name, damage, message = IDX_FILE_ERRORS[case]
     good = write_idx(tmp_path / "good", np.zeros((2, 2), np.uint8), compress=False).read_bytes()
-    (tmp_path / "magic").write_bytes(b"\x00\x01" + good[2:])
-    with pytest.raises(ValueError, match=r"magic number 00010802 is not an IDX header"):
-        read_idx(tmp_path / "magic")
-    (tmp_path / "short").write_bytes(good[:-1])
-    with pytest.raises(ValueError, match=r"dimensions \(2, 2\) of uint8 need 4 data bytes but the file holds 3"):
-        read_idx(tmp_path / "short")
+    (tmp_path / name).write_bytes(damage(good))
+    with pytest.raises(ValueError, match=message):
+        read_idx(tmp_path / name)
+
+
+def test_raw_idx_named_gz_still_reads(tmp_path):
+    # Compression is judged by content: only a .gz that is neither gzip nor IDX is refused.
+    array = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    np.testing.assert_array_equal(read_idx(write_idx(tmp_path / "raw.gz", array, compress=False)), array)
+
+
+def test_folder_in_place_of_a_data_file(tmp_path):
+    write_idx_dataset(tmp_path)
+    (tmp_path / f"{FILES[0]}.gz").unlink()
+    (tmp_path / f"{FILES[0]}.gz").mkdir()
+    with pytest.raises(DatasetUnreadableError, match=rf"{FILES[0]}\.gz is a folder; expected an IDX file by that"):
+        load_idx_dataset("mnist", root=tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads files without permission")
+def test_unreadable_data_file(tmp_path):
+    write_idx_dataset(tmp_path)
+    (tmp_path / f"{FILES[1]}.gz").chmod(0)
+    with pytest.raises(DatasetUnreadableError, match=rf"{FILES[1]}\.gz cannot be read \(Permission denied\); .* chmod"):
+        load_idx_dataset("mnist", root=tmp_path)
+
+
+def _replace(name: str, array: np.ndarray):
+    return lambda folder: write_idx(folder / f"{name}.gz", array, compress=True)
+
+
+# One dataset-level message each: (what to write over a good 12/5-sample dataset, the message).
+IDX_DATASET_ERRORS = {
+    "label range": (
+        _replace(FILES[1], np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], np.uint8)),
+        rf"{FILES[1]}\.gz: label 10 at index 10 is outside 0\.\.9; expected the 10 classes of 'mnist'\. Hint:",
+    ),
+    "negative label": (_replace(FILES[3], np.array([0, 1, -1, 3, 4], np.int8)), r"label -1 at index 2 is outside"),
+    "label count": (
+        _replace(FILES[3], np.arange(4, dtype=np.uint8)),
+        rf"{FILES[3]}\.gz: 4 labels for the 5 images of .*{FILES[2]}\.gz; expected one label per image\.",
+    ),
+    "image shape": (
+        _replace(FILES[0], np.zeros(12, np.uint8)),
+        rf"{FILES[0]}\.gz: holds uint8 values of shape \(12,\); expected uint8 images \(N, H, W\)\. Hint:",
+    ),
+    "label shape": (
+        _replace(FILES[1], np.zeros((12, 1), np.float32)),
+        rf"{FILES[1]}\.gz: holds float32 values of shape \(12, 1\); expected integer labels \(N,\)\. Hint:",
+    ),
+    "image size": (
+        _replace(FILES[2], np.zeros((5, 3, 3), np.uint8)),
+        rf"{FILES[2]}\.gz: images of \(3, 3\) pixels, but .*{FILES[0]}\.gz has \(4, 4\); expected one image size",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", IDX_DATASET_ERRORS)
+def test_idx_dataset_errors_name_the_file_and_the_problem(tmp_path, case):
+    damage, message = IDX_DATASET_ERRORS[case]
+    write_idx_dataset(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        load_idx_dataset("mnist", root=tmp_path)
+
+
+def test_lth_train_reports_a_truncated_data_file_in_one_line(tmp_path):
+    write_idx_dataset(tmp_path / "data")
+    images = tmp_path / "data" / f"{FILES[0]}.gz"
+    images.write_bytes(images.read_bytes()[:-20])
+    out = lth_train(tmp_path, "logger=none", "pruning.rounds=0", "data=mnist", f"data.root={tmp_path / 'data'}")
+    assert out.returncode == 2, out.stderr
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lth-train: error: data: {images}: not a complete gzip file"), err
 
 
 def test_digits_split_sizes_shapes_and_determinism():
@@ -178,7 +288,32 @@ def test_cifar10_reads_batches_and_refuses_foreign_pickles(no_data_env, tmp_path
             return (os.getcwd, ())
 
     (folder / "test_batch").write_bytes(pickle.dumps(Planted()))
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load posix.getcwd|refusing to load nt.getcwd"):
+    with pytest.raises(ValueError, match="test_batch: .*refusing to load (posix|nt).getcwd"):
+        load_cifar10(root=tmp_path)
+
+
+def write_cifar_folder(root: Path) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):
+        write_cifar_batch(folder / name, 2, 0)
+    return folder
+
+
+def test_cifar10_truncated_batch(no_data_env, tmp_path):
+    batch = write_cifar_folder(tmp_path) / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:100])
+    with pytest.raises(
+        ValueError, match=r"data_batch_3: not a readable CIFAR-10 batch \(.*\); expected a pickled dict"
+    ):
+        load_cifar10(root=tmp_path)
+
+
+def test_cifar10_labels_out_of_range(no_data_env, tmp_path):
+    batch = write_cifar_folder(tmp_path) / "test_batch"
+    with batch.open("wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [3, 57]}, f)
+    with pytest.raises(ValueError, match=r"test_batch: labels run from 3 to 57; expected 0\.\.9\. Hint: .*CIFAR-100"):
         load_cifar10(root=tmp_path)
 
 

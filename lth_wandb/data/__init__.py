@@ -6,8 +6,16 @@
 from __future__ import annotations
 
 from lth_wandb.data.datamodule import ClassificationDataModule
-from lth_wandb.data.files import DatasetNotFoundError
+from lth_wandb.data.files import DatasetNotFoundError, DatasetUnreadableError
 from lth_wandb.data.idx import read_idx
 from lth_wandb.data.sources import DATASETS, Source, get
 
-__all__ = ["DATASETS", "ClassificationDataModule", "DatasetNotFoundError", "Source", "get", "read_idx"]
+__all__ = [
+    "DATASETS",
+    "ClassificationDataModule",
+    "DatasetNotFoundError",
+    "DatasetUnreadableError",
+    "Source",
+    "get",
+    "read_idx",
+]

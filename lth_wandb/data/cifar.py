@@ -8,6 +8,7 @@ code. Still, do not point ``root`` at files you would not otherwise trust.
 
 from __future__ import annotations
 
+import io
 import pickle
 import tarfile
 from pathlib import Path
@@ -15,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lth_wandb.data.files import DownloadError, cache_dir, download, locate, not_found, search_dirs
+from lth_wandb.data.files import DownloadError, cache_dir, download, locate, not_found, read_file, search_dirs
 
 NAME = "cifar10"
+NUM_CLASSES = 10
 MIRRORS = ("https://www.cs.toronto.edu/~kriz/",)
 ARCHIVE, ARCHIVE_MD5 = "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"
 FOLDER = "cifar-10-batches-py"
@@ -47,6 +49,9 @@ def load_cifar10(
 
     Raises:
         DatasetNotFoundError: the batches are not found; the message lists every way to provide them.
+        DatasetUnreadableError: a batch is a folder or cannot be read.
+        ValueError: a batch is not a CIFAR-10 batch (truncated, another format, labels outside 0..9), or holds
+            anything but numpy arrays (a planted pickle).
     """
     names = (*TRAIN_BATCHES, TEST_BATCH)
     dirs = search_dirs(NAME, root, SUBDIRS)
@@ -86,15 +91,27 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    with path.open("rb") as f:
+    raw = read_file(path, "a CIFAR-10 batch (a Python pickle)")
+    try:
         # encoding="bytes": the batches were pickled by Python 2, so their dict keys come back as bytes.
-        batch = _NumpyOnlyUnpickler(f, encoding="bytes").load()
-    data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        batch = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except Exception as err:  # a damaged pickle can raise almost anything; none of it is ours to let through
+        raise ValueError(
+            f"{path}: not a readable CIFAR-10 batch ({type(err).__name__}: {err}); expected a pickled dict with "
+            "b'data' and b'labels'. Hint: it may be truncated or another file; fetch cifar-10-python.tar.gz again "
+            "and unpack it (data.download=true does both)."
+        ) from err
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         raise ValueError(
             f"{path}: data {data.shape} and labels {labels.shape} are not a CIFAR-10 batch; expected "
             "(N, 3072) and (N,). Hint: point root at the cifar-10-batches-py folder of the python version."
+        )
+    if labels.size and not 0 <= labels.min() <= labels.max() < NUM_CLASSES:
+        raise ValueError(
+            f"{path}: labels run from {labels.min()} to {labels.max()}; expected 0..{NUM_CLASSES - 1}. Hint: this "
+            "may be a CIFAR-100 batch; CIFAR-10's is in cifar-10-python.tar.gz."
         )
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32)).float().div_(255)
     return images, torch.from_numpy(labels)

@@ -23,6 +23,13 @@ class DatasetNotFoundError(FileNotFoundError):
     """The dataset's files are not on disk and could not be downloaded."""
 
 
+class DatasetUnreadableError(FileNotFoundError):
+    """A dataset file is in place but cannot be read: no permission, or a folder where the file should be.
+
+    A ``FileNotFoundError`` so that callers handling missing data (``lth-train``: one line, exit 2) handle it too.
+    """
+
+
 class DownloadError(RuntimeError):
     """Every mirror failed, or a file's checksum did not match."""
 
@@ -47,11 +54,17 @@ def search_dirs(
 
 
 def locate(dirs: Sequence[Path], names: Sequence[str], suffixes: Sequence[str] = ("",)) -> dict[str, Path] | None:
-    """The first folder holding every file in ``names`` (each with any of ``suffixes``), as name -> path."""
+    """The first folder holding every file in ``names`` (each with any of ``suffixes``), as name -> path.
+
+    A file is preferred; failing that, anything else by that name (a folder, an unreadable entry) is returned so
+    that reading it says what is wrong with it, rather than the dataset being reported missing.
+    """
     for folder in dirs:
         found = {}
         for name in names:
-            path = next((folder / (name + s) for s in suffixes if (folder / (name + s)).is_file()), None)
+            candidates = [folder / (name + s) for s in suffixes]
+            path = next((c for c in candidates if c.is_file()), None)
+            path = path or next((c for c in candidates if c.exists()), None)
             if path is None:
                 break
             found[name] = path
@@ -89,6 +102,26 @@ def download(mirrors: Sequence[str], filename: str, dest_dir: Path, md5: str) ->
         finally:
             tmp.unlink(missing_ok=True)
     raise DownloadError("; ".join(failures))
+
+
+def read_file(path: Path, what: str) -> bytes:
+    """The bytes of a dataset file; ``what`` it should be (e.g. "an IDX file") goes into the error.
+
+    Raises:
+        DatasetUnreadableError: ``path`` is a folder, or cannot be read (permissions, I/O error).
+    """
+    try:
+        return path.read_bytes()
+    except IsADirectoryError as err:
+        raise DatasetUnreadableError(
+            f"{path} is a folder; expected {what} by that name. Hint: move the file into its place or point "
+            "data.root at the folder that holds the data files."
+        ) from err
+    except OSError as err:
+        raise DatasetUnreadableError(
+            f"{path} cannot be read ({err.strerror or err}); expected {what} readable by this user. "
+            f"Hint: check its owner and permissions (ls -l {path}); chmod a+r makes it readable."
+        ) from err
 
 
 def file_md5(path: Path) -> str:

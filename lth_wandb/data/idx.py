@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import gzip
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
+
+from lth_wandb.data.files import read_file
 
 # IDX type byte -> big-endian numpy dtype.
 IDX_DTYPES = {
@@ -33,12 +36,33 @@ def read_idx(path: str | Path) -> np.ndarray:
         path: the ``.gz`` or raw IDX file.
 
     Raises:
-        ValueError: the header or the size of the data does not match the IDX format.
+        ValueError: the file is not gzip or IDX, the gzip stream is incomplete, or the header or the size of the
+            data does not match the IDX format.
+        DatasetUnreadableError: ``path`` is a folder or cannot be read.
     """
-    data = Path(path).read_bytes()
+    path = Path(path)
+    data = read_file(path, "an IDX file")
     if data[:2] == GZIP_MAGIC:
-        data = gzip.decompress(data)
+        data = _gunzip(data, path)
+    elif path.suffix == ".gz" and data[:2] != b"\x00\x00":
+        # Neither gzip nor raw IDX: most often a web page saved under the data file's name.
+        raise ValueError(
+            f"{path}: not gzip-compressed (it starts with {data[:16]!r}); expected a gzip-compressed IDX file. "
+            "Hint: a failed download can leave an HTML or text page under this name; delete it and fetch the "
+            "file again (data.download=true fetches missing files)."
+        )
     return parse_idx(data, source=str(path))
+
+
+def _gunzip(data: bytes, path: Path) -> bytes:
+    try:
+        return gzip.decompress(data)
+    except (EOFError, OSError, zlib.error) as err:  # BadGzipFile is an OSError
+        raise ValueError(
+            f"{path}: not a complete gzip file ({err}); expected a gzip-compressed IDX file. Hint: it is "
+            "truncated or corrupt, e.g. by an interrupted download; delete it and fetch it again "
+            "(data.download=true fetches missing files)."
+        ) from err
 
 
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
@@ -53,7 +77,10 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     dtype, ndim = IDX_DTYPES[data[2]], data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{source}: header declares {ndim} dimensions but the file has only {len(data)} bytes.")
+        raise ValueError(
+            f"{source}: the header declares {ndim} dimensions, which need {header} header bytes, but the file has "
+            f"only {len(data)}. Hint: the file is truncated or corrupt; fetch it again."
+        )
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     expected = math.prod(shape) * dtype.itemsize
     if len(data) - header != expected:

@@ -19,6 +19,7 @@ from lth_wandb.data.idx import read_idx
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
 FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+NUM_CLASSES = 10  # MNIST, Fashion-MNIST and KMNIST alike
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,9 @@ def load_idx_dataset(
 
     Raises:
         DatasetNotFoundError: the files are nowhere to be found; the message lists every way to provide them.
-        ValueError: the files are not valid IDX image/label pairs.
+        DatasetUnreadableError: a file is a folder or cannot be read.
+        ValueError: a file is not (gzip-compressed) IDX, or the files are not matching image/label pairs with
+            labels in ``0..NUM_CLASSES-1``.
     """
     source = SOURCES[name]
     system = source.system_dirs if system_dirs is None else tuple(system_dirs)
@@ -120,7 +123,15 @@ def load_idx_dataset(
     if paths is None:
         debian = (source.debian_package, source.system_dirs[0]) if source.debian_package else None
         raise not_found(name, [f + "[.gz]" for f in FILES], dirs, dest, debian, reason)
-    return _to_tensors(name, *(read_idx(paths[f]) for f in FILES))
+    x_train, y_train = _read_split(name, paths[TRAIN_IMAGES], paths[TRAIN_LABELS])
+    x_test, y_test = _read_split(name, paths[TEST_IMAGES], paths[TEST_LABELS])
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(
+            f"{paths[TEST_IMAGES]}: images of {tuple(x_test.shape[2:])} pixels, but {paths[TRAIN_IMAGES]} has "
+            f"{tuple(x_train.shape[2:])}; expected one image size in both splits. Hint: the files come from "
+            "different datasets; replace them with one dataset's four files."
+        )
+    return x_train, y_train, x_test, y_test
 
 
 def _download_missing(source: IdxSource, filename: str, dest: Path, md5: str) -> None:
@@ -128,16 +139,30 @@ def _download_missing(source: IdxSource, filename: str, dest: Path, md5: str) ->
         download(source.mirrors, filename, dest, md5)
 
 
-def _to_tensors(name: str, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
-    out = []
-    for images, labels in (arrays[:2], arrays[2:]):
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(
-                f"dataset {name!r}: images {images.shape} and labels {labels.shape} do not pair up; expected "
-                "(N, H, W) and (N,). Hint: a file may be from another dataset or truncated."
-            )
-        out += [
-            torch.from_numpy(images).unsqueeze(1).float().div_(255),
-            torch.from_numpy(labels.astype(np.int64)),
-        ]
-    return tuple(out)
+def _read_split(name: str, images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split's images (float in [0, 1], (N, 1, H, W)) and labels (int64), checked to pair up."""
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"{images_path}: holds {images.dtype} values of shape {images.shape}; expected uint8 images "
+            "(N, H, W). Hint: the file may be a labels file or from another dataset under this name."
+        )
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"{labels_path}: holds {labels.dtype} values of shape {labels.shape}; expected integer labels (N,). "
+            "Hint: the file may be an images file or from another dataset under this name."
+        )
+    if len(labels) != len(images):
+        raise ValueError(
+            f"{labels_path}: {len(labels)} labels for the {len(images)} images of {images_path}; expected one "
+            "label per image. Hint: the two files come from different splits or datasets; use a matching pair."
+        )
+    outside = (labels < 0) | (labels >= NUM_CLASSES)
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise ValueError(
+            f"{labels_path}: label {labels[i]} at index {i} is outside 0..{NUM_CLASSES - 1}; expected the "
+            f"{NUM_CLASSES} classes of {name!r}. Hint: the file may come from another dataset (EMNIST letters "
+            f"has 26 classes); put the {labels_path.name} of {name!r} in its place."
+        )
+    return torch.from_numpy(images).unsqueeze(1).float().div_(255), torch.from_numpy(labels.astype(np.int64))

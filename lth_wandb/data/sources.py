@@ -12,7 +12,9 @@ from functools import partial
 
 import torch
 
+from lth_wandb.data.cifar import NUM_CLASSES as CIFAR_CLASSES
 from lth_wandb.data.cifar import load_cifar10
+from lth_wandb.data.mnist import NUM_CLASSES as IDX_CLASSES
 from lth_wandb.data.mnist import load_idx_dataset
 from lth_wandb.data.toy import load_digits, make_synthetic
 
@@ -44,10 +46,10 @@ DATASETS: dict[str, Source] = {
     # 5000 validation images as in Frankle & Carbin; 10% for the small sets.
     "digits": Source(load_digits, (1, 8, 8), 10, 0.1),
     "synthetic": Source(make_synthetic, (1, 8, 8), 10, 0.1),
-    "mnist": Source(partial(load_idx_dataset, "mnist"), (1, 28, 28), 10, 5000),
-    "fashion_mnist": Source(partial(load_idx_dataset, "fashion_mnist"), (1, 28, 28), 10, 5000),
-    "kmnist": Source(partial(load_idx_dataset, "kmnist"), (1, 28, 28), 10, 5000),
-    "cifar10": Source(load_cifar10, (3, 32, 32), 10, 5000),
+    "mnist": Source(partial(load_idx_dataset, "mnist"), (1, 28, 28), IDX_CLASSES, 5000),
+    "fashion_mnist": Source(partial(load_idx_dataset, "fashion_mnist"), (1, 28, 28), IDX_CLASSES, 5000),
+    "kmnist": Source(partial(load_idx_dataset, "kmnist"), (1, 28, 28), IDX_CLASSES, 5000),
+    "cifar10": Source(load_cifar10, (3, 32, 32), CIFAR_CLASSES, 5000),
 }
 
 
