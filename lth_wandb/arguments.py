@@ -37,11 +37,17 @@ def check_rewind(rewind: str | int) -> str | int:
     return rewind
 
 
-def check_control(control: str | None) -> str | None:
+def check_control(control: str | None, rewind: str | int = "init") -> str | None:
     if control not in CONTROLS:
         raise ValueError(
             f"unknown control {control!r}; valid controls: {list(CONTROLS)}. Hint: 'reinit' is the paper's "
             "random reinitialisation control, 'random_mask' its random pruning control."
+        )
+    if control == "reinit" and rewind == "none":
+        raise ValueError(
+            "control='reinit' with rewind='none': the control redraws the weights each round starts from, but "
+            "rewind='none' fine-tunes the trained weights without restarting the round. Hint: rewind='init' (the "
+            "paper's control) or an int step"
         )
     return control
 

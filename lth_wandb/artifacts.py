@@ -46,6 +46,8 @@ class TicketArtifacts(RoundCallback):
         registry: ``"<registry>/<collection>"`` to link the winning ticket into, e.g. ``"model/lenet-tickets"``
             (online only).
         log_checkpoint: also version the latest Lightning checkpoint at each round's end, for resuming.
+        journal: the run's output folder, so a resumed run does not log a round's artifacts twice (see
+            :class:`~lth_wandb.tracking.RoundCallback`).
     """
 
     def __init__(
@@ -57,8 +59,9 @@ class TicketArtifacts(RoundCallback):
         ttl_days: int | None = None,
         registry: str | None = None,
         log_checkpoint: bool = False,
+        journal: str | os.PathLike | None = None,
     ):
-        super().__init__(lottery)
+        super().__init__(lottery, journal)
         if retention not in RETENTION:
             raise ValueError(
                 f"retention={retention!r} is not one of {list(RETENTION)}. Hint: 'winning_latest' keeps only the "

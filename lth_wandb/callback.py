@@ -36,6 +36,7 @@ from lth_wandb.arguments import (
 )
 from lth_wandb.pruning import check_rate, check_scope, prune, rate_overrides, shuffle_positions
 from lth_wandb.rewind import RoundStates, fresh_values, masked, reinit_owner
+from lth_wandb.rng import rng_state, set_rng_state
 from lth_wandb.ticket import Ticket, check_compatible
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -103,7 +104,7 @@ class LotteryTicket(pl.Callback):
         criteria.get(criterion)
         self.criterion = criterion
         self.rewind = check_rewind(rewind)
-        self.control = check_control(control)
+        self.control = check_control(control, self.rewind)
         self.monitor, self.mode = monitor, check_mode(mode)
         self.tolerance = check_tolerance(tolerance)
         self._ticket = load_ticket_arg(ticket)
@@ -183,6 +184,36 @@ class LotteryTicket(pl.Callback):
             metadata=metadata,
         )
 
+    def check_model(self, module: nn.Module) -> list[str]:
+        """Check that these settings can prune ``module`` and return the names of the tensors they prune.
+
+        ``fit`` runs it too; calling it first lets an app fail before it starts loggers or data loading.
+
+        Raises:
+            ValueError: the selection is empty, a ``layer_rates`` glob matches none of it, a tensor cannot be
+                reinitialised for ``control="reinit"``, or the ticket does not fit ``module``.
+        """
+        names = self._select(module)
+        unmatched = [glob for glob in self.layer_rates if not any(fnmatchcase(n, glob) for n in names)]
+        if unmatched:
+            raise ValueError(
+                f"layer_rates globs {unmatched} match none of the pruned tensors {names[:10]}. Hint: globs match "
+                "whole names, e.g. '*out.weight' or '*fc3.weight'"
+            )
+        if self.control == "reinit":
+            for name in names:
+                reinit_owner(module, name)  # fails now, not at round 1, if a tensor cannot be reinitialised
+        return names
+
+    def check_rewind_step(self, steps_round0: int) -> None:
+        """Refuse late rewinding to a step beyond round 0, which has ``steps_round0`` optimizer steps."""
+        if isinstance(self.rewind, int) and self.rewind > steps_round0:
+            raise ValueError(
+                f"rewind={self.rewind} is beyond round 0, which has {steps_round0} optimizer steps; "
+                f"allowed: 0..{steps_round0}. Hint: late rewinding uses an early step (Frankle et al. rewind "
+                "to ~0.1-7% of training)."
+            )
+
     # ----------------------------------------------------------------------------------------------------------
     # Lightning hooks
 
@@ -191,10 +222,7 @@ class LotteryTicket(pl.Callback):
             return
         self._module_class = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
         self._set_max_epochs(trainer)
-        names = self._select(pl_module)
-        if self.control == "reinit":
-            for name in names:
-                reinit_owner(pl_module, name)  # fails now, not at round 1, if a tensor cannot be reinitialised
+        names = self.check_model(pl_module)
         # A fresh start. When resuming, load_state_dict runs after this and replaces all of it.
         if self._ticket is not None:
             self._ticket.apply(pl_module)
@@ -218,14 +246,8 @@ class LotteryTicket(pl.Callback):
         self._enforcer()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if isinstance(self.rewind, int) and self._states.point is None:
-            steps_round0 = trainer.estimated_stepping_batches // (self.rounds + 1)
-            if self.rewind > steps_round0:
-                raise ValueError(
-                    f"rewind={self.rewind} is beyond round 0, which has {steps_round0} optimizer steps; "
-                    f"allowed: 0..{steps_round0}. Hint: late rewinding uses an early step (Frankle et al. rewind "
-                    "to ~0.1-7% of training)."
-                )
+        if self._states.point is None:
+            self.check_rewind_step(trainer.estimated_stepping_batches // (self.rounds + 1))
         self._round_started_at = time.monotonic()
         self._capture(trainer, pl_module)
 
@@ -273,6 +295,8 @@ class LotteryTicket(pl.Callback):
             "history": self.history,
             "best": self._best,
             "round_start_step": self._round_start_step,
+            # Taken when Lightning saves: at an epoch end, the state the next epoch's shuffle draws from.
+            "rng": rng_state(),
             **self._states.state_dict(),
         }
 
@@ -287,6 +311,7 @@ class LotteryTicket(pl.Callback):
         self._states.load_state_dict(state_dict)
         self._best = dict(state_dict.get("best", {}))
         self._round_start_step = state_dict.get("round_start_step", 0)
+        set_rng_state(state_dict.get("rng", {}))
 
     # ----------------------------------------------------------------------------------------------------------
     # Rounds

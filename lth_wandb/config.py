@@ -6,7 +6,8 @@ start-up, naming the key. Only plain dataclasses here: Hydra itself lives in ``t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 
@@ -68,6 +69,8 @@ class TrainerConfig:
     # Validate every N optimizer steps within an epoch (None = once per epoch).
     val_every_n_steps: int | None = None
     limit_train_batches: float | None = None
+    # last.ckpt is written at every epoch end; also every N optimizer steps for long epochs (None: epoch ends only).
+    checkpoint_every_n_steps: int | None = None
     log_every_n_steps: int = 10
     enable_progress_bar: bool = True
     deterministic: bool = False
@@ -118,7 +121,8 @@ class Config:
     seed: int = 0
     # A ticket to train instead of the dense network: a directory written by Ticket.save.
     ticket: str | None = None
-    # Resume from a Lightning checkpoint ("last" = the last.ckpt of this output directory).
+    # Continue a run: its checkpoints/last.ckpt, its output folder, or "last" (the newest run under ./outputs).
+    # The run keeps its own config and W&B run id; see lth_wandb/resume.py.
     resume: str | None = None
     # What the run returns to a Hydra sweeper that optimises (hydra/sweeper=optuna_tpe): one of OBJECTIVES, the
     # W&B summary names. None returns the whole ticket summary, which plain -m multiruns need no more than.
@@ -128,3 +132,22 @@ class Config:
 # Objectives a Hydra sweeper may optimise. Both are picked on validation; the test accuracies in the summary are
 # left out on purpose: tuning hyper-parameters on them is model selection on the test set.
 OBJECTIVES = ("ticket/winning_density", "ticket/winning_round")
+
+
+def check_known_keys(config: dict[str, Any], schema: type = Config, prefix: str = "") -> None:
+    """Refuse keys the schema does not have. Hydra lets ``+pruning.bogus=1`` through even on a typed config (``+``
+    opens it); a misspelt setting would then be silently ignored. ``model`` and ``data.options`` stay open: they are
+    passed on to a user's class.
+
+    Raises:
+        ValueError: naming the unknown key and the closest known one.
+    """
+    known = {f.name: f for f in fields(schema)}
+    for key, value in config.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {prefix}{close[0]}?" if close else f"known keys: {sorted(known)}"
+            raise ValueError(f"{prefix}{key} is not a setting of lth-train. Hint: {hint}")
+        default = known[key].default_factory() if callable(known[key].default_factory) else None
+        if is_dataclass(default) and isinstance(value, dict):
+            check_known_keys(value, type(default), f"{prefix}{key}.")

@@ -22,6 +22,7 @@ import wandb
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from lth_wandb import atomic
 from lth_wandb.callback import LotteryTicket
 from lth_wandb.config import WANDB_MODES
 from lth_wandb.ticket import Ticket
@@ -107,6 +108,7 @@ def make_logger(
     save_dir: str | PathLike = ".",
     config: dict[str, Any] | None = None,
     job_type: str | None = None,
+    run_id: str | None = None,
 ) -> WandbLogger:
     """A Lightning ``WandbLogger`` in the mode :func:`resolve_mode` picks.
 
@@ -120,6 +122,8 @@ def make_logger(
         save_dir: the run files go to ``<save_dir>/wandb/``.
         config: the resolved Hydra config as a plain dict, stored as the run config.
         job_type: e.g. ``"train"`` or ``"eval"``.
+        run_id: the W&B run id. A run started again with the same id continues that run (``resume="allow"``):
+            lth-train keeps it in the run folder, so a resumed run is the same W&B run.
     """
     if config is not None and not isinstance(config, dict):
         raise TypeError(
@@ -132,6 +136,8 @@ def make_logger(
         rank_zero_info(notice)
     init: dict[str, Any] = dict(entity=entity, group=group, mode=mode, job_type=job_type, config=config)
     init["tags"] = list(tags) or None
+    if run_id is not None:
+        init.update(id=run_id, resume="allow")
     if os.environ.get("WANDB_SWEEP_ID"):
         # The agent fixes project, entity and run id; wandb.init would ignore ours, with a warning each.
         project, init["entity"] = None, None
@@ -189,17 +195,29 @@ class RoundCallback(pl.Callback):
     Put it after the ``LotteryTicket`` in ``callbacks``. It does nothing unless the Trainer has a
     ``WandbLogger``. Subclasses implement :meth:`on_round_end`; the count of handled rounds is checkpointed, so
     a resumed run does not handle a round twice.
+
+    Args:
+        lottery: the callback whose rounds are handled.
+        journal: a folder (the run's output folder) where the count of handled rounds is also written, atomically,
+            as soon as a round is handled. A run killed after logging a round but before its next checkpoint
+            would otherwise log that round again when resumed. None: the checkpoint alone.
     """
 
-    def __init__(self, lottery: LotteryTicket):
+    def __init__(self, lottery: LotteryTicket, journal: str | os.PathLike | None = None):
         if not isinstance(lottery, LotteryTicket):
             raise TypeError(f"lottery must be a LotteryTicket, got {type(lottery).__name__}")
         self.lottery = lottery
         self.handled_rounds = 0  # entries of lottery.history already handled
+        self.journal = Path(journal) / f".{type(self).__name__}.rounds" if journal is not None else None
 
     def on_round_end(self, trainer: pl.Trainer, run: Any, entry: dict[str, Any]) -> None:
         """Called once per finished round with the active W&B run and the round's history entry."""
         raise NotImplementedError
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.handled_rounds = min(self.handled_rounds, len(self.lottery.history))
+        if self.journal is not None and self.journal.is_file():
+            self.handled_rounds = max(self.handled_rounds, int(self.journal.read_text() or 0))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._handle_new_rounds(trainer)
@@ -223,6 +241,8 @@ class RoundCallback(pl.Callback):
         for entry in self.lottery.history[self.handled_rounds :]:
             self.on_round_end(trainer, run, entry)
             self.handled_rounds += 1
+            if self.journal is not None:
+                atomic.write_text(self.journal, str(self.handled_rounds))
         return run
 
 
@@ -237,10 +257,16 @@ class RoundLogger(RoundCallback):
         input_shape: shape of one input, e.g. ``(C, H, W)``. For images (``(C, H, W)`` or ``(H, W)``) a Linear
             first layer gets a picture of its kept connections per pixel; other shapes, or None, get none.
             Conv first layers get theirs without it.
+        journal: see :class:`RoundCallback`.
     """
 
-    def __init__(self, lottery: LotteryTicket, input_shape: tuple[int, ...] | None = None):
-        super().__init__(lottery)
+    def __init__(
+        self,
+        lottery: LotteryTicket,
+        input_shape: tuple[int, ...] | None = None,
+        journal: str | os.PathLike | None = None,
+    ):
+        super().__init__(lottery, journal)
         if input_shape is not None and (
             not input_shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in input_shape)
         ):
@@ -257,10 +283,10 @@ class RoundLogger(RoundCallback):
         return "round/best_" + self.lottery.monitor.replace("/", "_")
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
         run = self._run(trainer)
         if run is None:
             return
-        self.handled_rounds = min(self.handled_rounds, len(self.lottery.history))
         run.define_metric(ROUND)
         run.define_metric("round/*", step_metric=ROUND)
         # wandb-core tries the globs in random (Go map) order, so "round/density" could land on WandbLogger's
@@ -321,26 +347,36 @@ class RoundLogger(RoundCallback):
         return wandb.Image(connectivity_image(values), caption=caption)
 
 
-def load_ticket(ref: str | os.PathLike, run: Any = None) -> Ticket:
+def load_ticket(ref: str | os.PathLike) -> Ticket:
     """A ticket from a local directory or a W&B artifact reference (``entity/project/ticket-abc:winning``).
 
-    With ``run`` (the active W&B run) the artifact is used through ``run.use_artifact``, so W&B records that this
-    run consumed it (lineage). Checksums are verified on load; nothing is unpickled.
+    Needs no active run, so a bad reference fails before a W&B run starts; :func:`record_ticket_use` then records
+    the artifact as the run's input. Checksums are verified on load; nothing is unpickled.
     """
     path = Path(os.path.expanduser(os.fspath(ref)))
     if path.is_dir():
         return Ticket.load(path)
-    return Ticket.load(download_ticket(os.fspath(ref), run))
+    if path.exists():
+        raise FileNotFoundError(
+            f"ticket={os.fspath(ref)!r} is not a ticket directory. Hint: pass the folder Ticket.save wrote "
+            "(it holds ticket.json), or 'entity/project/ticket-<run id>:winning'"
+        )
+    return Ticket.load(download_ticket(os.fspath(ref)))
 
 
-def download_ticket(ref: str, run: Any = None) -> Path:
-    """The one place that talks to a W&B server for tickets: fetch artifact ``ref`` and return its folder."""
+def download_ticket(ref: str) -> Path:
+    """The one place that fetches tickets from a W&B server: download artifact ``ref`` and return its folder."""
     try:
-        artifact = run.use_artifact(ref, type=TICKET_TYPE) if run is not None else wandb.Api().artifact(ref)
-        return Path(artifact.download())
+        return Path(wandb.Api().artifact(ref, type=TICKET_TYPE).download())
     except Exception as error:  # wandb raises several types (CommError, ValueError, UsageError...) for this
         raise FileNotFoundError(
             f"ticket={ref!r} is neither a local ticket directory nor a W&B artifact that could be fetched "
             f"({type(error).__name__}: {error}). Hint: pass a directory written by Ticket.save, or "
             "'entity/project/ticket-<run id>:winning' with W&B online."
         ) from error
+
+
+def record_ticket_use(run: Any, ref: str | os.PathLike) -> None:
+    """Record the W&B artifact ``ref`` as an input of ``run`` (lineage); local ticket folders have none."""
+    if not Path(os.path.expanduser(os.fspath(ref))).is_dir():
+        run.use_artifact(os.fspath(ref), type=TICKET_TYPE)

@@ -10,6 +10,7 @@ User mistakes (a misspelt key, a bad value, missing data) end with one line on s
 
 from __future__ import annotations
 
+import errno
 import inspect
 import math
 import os
@@ -19,19 +20,24 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pytorch_lightning.callbacks import ModelCheckpoint
 
+from lth_wandb import resume
 from lth_wandb.callback import LotteryTicket
-from lth_wandb.config import OBJECTIVES, WANDB_MODES
+from lth_wandb.checkpoint import AtomicCheckpointIO, LastCheckpoint
+from lth_wandb.config import OBJECTIVES, WANDB_MODES, check_known_keys
 from lth_wandb.data import ClassificationDataModule
 from lth_wandb.models import Classifier
 from lth_wandb.progress import RoundProgressBar, print_rounds
 
+# A full disk or quota, or a file-size limit: what was written before stays loadable (lth_wandb/atomic.py).
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+MAX_SEED = 2**32 - 1  # numpy's seed range, which seed_everything shares
 # Errors that mean "the command or config is wrong", reported in one line rather than a traceback.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, HydraException, OmegaConfBaseException)
 
@@ -122,35 +128,58 @@ def build_lottery(cfg: DictConfig, ticket=None) -> LotteryTicket:
     )
 
 
-def build_trainer(cfg: DictConfig, dm: ClassificationDataModule, callbacks: list, logger, output_dir: Path):
+def steps_per_epoch_of(cfg: DictConfig, dm: ClassificationDataModule) -> int:
+    """Optimizer steps per epoch, from the training set, the batch size and ``trainer.limit_train_batches``."""
     t = cfg.trainer
     batches = math.ceil(len(dm.train_set) / dm.batch_size)
-    if t.limit_train_batches is not None:
-        limit = t.limit_train_batches
-        batches = min(batches, int(limit) if limit >= 1 else max(1, int(batches * limit)))
-    # Once per epoch, not at every validation: with validation every N steps a save per validation would
-    # dominate small models' training time.
-    checkpoint = ModelCheckpoint(
-        dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0, save_on_train_epoch_end=True
-    )
+    limit = t.limit_train_batches
+    if limit is None:
+        return batches
+    if limit <= 0 or (limit > 1 and limit != int(limit)):
+        raise ValueError(
+            f"limit_train_batches={limit} must be a fraction in (0, 1] or a whole number of batches >= 1. "
+            "Hint: null trains on every batch"
+        )
+    return min(batches, int(limit) if limit > 1 else max(1, int(batches * limit)))
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    t = cfg.trainer
+    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.accelerator={t.accelerator!r} but no GPU is visible (torch.cuda.is_available() is False). "
+            "Hint: trainer=cpu, or install a CUDA build of torch"
+        )
+    if t.val_every_n_steps is not None and t.val_every_n_steps < 1:
+        raise ValueError(
+            f"trainer.val_every_n_steps={t.val_every_n_steps} must be >= 1 (validate every N optimizer steps), or "
+            "null to validate once per epoch"
+        )
+
+
+def build_trainer(cfg: DictConfig, steps_per_epoch: int, callbacks: list, logger, output_dir: Path) -> pl.Trainer:
+    t = cfg.trainer
+    # Every epoch end (and every N steps when asked), atomically: a kill or a full disk never costs a run.
+    checkpoint = LastCheckpoint(output_dir / "checkpoints", every_n_steps=t.checkpoint_every_n_steps)
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,
         precision=t.precision,
         # Lightning refuses an interval longer than the epoch; clamp so small datasets still validate.
-        val_check_interval=min(t.val_every_n_steps, batches) if t.val_every_n_steps else None,
+        val_check_interval=min(t.val_every_n_steps, steps_per_epoch) if t.val_every_n_steps else None,
         limit_train_batches=t.limit_train_batches,
         log_every_n_steps=t.log_every_n_steps,
         deterministic=t.deterministic,
         enable_progress_bar=t.enable_progress_bar,
         callbacks=[*callbacks, checkpoint, *([RoundProgressBar()] if t.enable_progress_bar else [])],
+        plugins=[AtomicCheckpointIO()],
         logger=logger if logger is not None else False,
         default_root_dir=output_dir,
     )
 
 
-def build_logger(cfg: DictConfig, output_dir: Path):
+def build_logger(cfg: DictConfig, run_id: str | None = None):
     if cfg.wandb.mode is not None and cfg.wandb.mode not in WANDB_MODES:  # checked even when not logging
         raise ValueError(
             f"mode={cfg.wandb.mode!r} is not one of {list(WANDB_MODES)}; leave it null to decide "
@@ -173,35 +202,58 @@ def build_logger(cfg: DictConfig, output_dir: Path):
         save_dir=w.dir,
         config=OmegaConf.to_container(cfg, resolve=True),
         job_type=w.job_type,
+        run_id=run_id,
     )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train one configuration; returns the run's ticket summary."""
+    """Train one configuration; returns the run's ticket summary.
+
+    Everything a user can get wrong (config, data, model, ticket, resume) is checked before W&B starts, so a
+    mistake leaves no W&B run behind.
+    """
     output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+    check_known_keys(_plain(cfg))
+    check_seed(cfg.seed)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     cfg = _with_ticket_defaults(cfg)
-    _in_section("pruning", build_lottery, cfg)  # settings fail here, before W&B or data start
+    _in_section("pruning", build_lottery, cfg)  # settings fail here, before data or W&B start
     dm = _in_section("data", build_datamodule, cfg)
     model = build_model(cfg, dm)
     _keep_hparams_out_of_run_config(model, dm)
-    logger = _in_section("wandb", build_logger, cfg, output_dir)
+    ticket = _in_section("ticket", load_cfg_ticket, cfg, model)
+    lottery = build_lottery(cfg, ticket)
+    _in_section("pruning", lottery.check_model, model)
+    _in_section("pruning", check_monitor, cfg, model)
+    check_trainer(cfg)
+    steps_per_epoch = _in_section("trainer", steps_per_epoch_of, cfg, dm)
+    _in_section("pruning", lottery.check_rewind_step, steps_per_epoch * lottery.epochs_per_round)
+    checkpoint = resume.ckpt_path(cfg.resume)
+    record = _in_section("resume", resume.open_record, output_dir, _plain(cfg), cfg.resume is not None)
+    logger = _in_section("wandb", build_logger, cfg, record.wandb_run_id)
     finish = lambda exit_code: None  # noqa: E731
     if logger is not None:
         from lth_wandb import tracking
 
         finish = tracking.finish_run
     try:
-        ticket = _in_section("ticket", load_cfg_ticket, cfg, logger, model)
-        lottery = build_lottery(cfg, ticket)
+        if logger is not None and cfg.ticket is not None:
+            from lth_wandb.tracking import record_ticket_use
+
+            record_ticket_use(logger.experiment, cfg.ticket)  # lineage: this run consumed that artifact
         callbacks = [lottery, *wandb_callbacks(cfg, lottery, dm, logger, output_dir)]
-        trainer = build_trainer(cfg, dm, callbacks, logger, output_dir)
-        resume = str(output_dir / "checkpoints" / "last.ckpt") if cfg.resume == "last" else cfg.resume
-        trainer.fit(model, datamodule=dm, ckpt_path=resume)
+        trainer = build_trainer(cfg, steps_per_epoch, callbacks, logger, output_dir)
+        trainer.fit(model, datamodule=dm, ckpt_path=checkpoint)
     except BaseException:
         finish(exit_code=1)  # the W&B run is marked failed; the error goes on to main()
+        print(f"lth-train: continue this run with: lth-train resume={output_dir}", file=sys.stderr)
         raise
+    if trainer.interrupted:  # Ctrl+C on Lightning versions that return instead of raising
+        finish(exit_code=1)
+        print(f"lth-train: interrupted; continue with: lth-train resume={output_dir}", file=sys.stderr)
+        sys.exit(130)
     if trainer.is_global_zero:
+        record.finish()
         print_rounds(lottery)
     finish(exit_code=0)  # one W&B run per job, also under -m
     return lottery.summary()
@@ -214,7 +266,7 @@ def wandb_callbacks(cfg: DictConfig, lottery: LotteryTicket, dm, logger, output_
     from lth_wandb import tracking
     from lth_wandb.artifacts import TicketArtifacts
 
-    callbacks: list[pl.Callback] = [tracking.RoundLogger(lottery, input_shape=dm.input_shape)]
+    callbacks: list[pl.Callback] = [tracking.RoundLogger(lottery, input_shape=dm.input_shape, journal=output_dir)]
     w = cfg.wandb
     if w.log_artifacts:
         callbacks.append(
@@ -226,21 +278,40 @@ def wandb_callbacks(cfg: DictConfig, lottery: LotteryTicket, dm, logger, output_
                 ttl_days=w.artifact_ttl_days,
                 registry=w.registry,
                 log_checkpoint=w.log_resume_checkpoint,
+                journal=output_dir,
             )
         )
     return callbacks
 
 
-def load_cfg_ticket(cfg: DictConfig, logger, model: pl.LightningModule):
+def load_cfg_ticket(cfg: DictConfig, model: pl.LightningModule):
     """The ticket ``cfg.ticket`` names (a local directory or a W&B artifact reference), checked against the model."""
     if cfg.ticket is None:
         return None
     from lth_wandb.ticket import check_compatible
     from lth_wandb.tracking import load_ticket
 
-    ticket = load_ticket(cfg.ticket, run=logger.experiment if logger is not None else None)
+    ticket = load_ticket(cfg.ticket)
     check_compatible(ticket, model)
     return ticket
+
+
+def check_seed(seed: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed={seed!r} must be a whole number in [0, {MAX_SEED}]. Hint: seed=0")
+
+
+def check_monitor(cfg: DictConfig, model: pl.LightningModule) -> None:
+    """The built-in Classifier logs a known set of metrics: a monitor outside it would fail minutes in."""
+    if isinstance(model, Classifier) and cfg.pruning.monitor not in Classifier.METRICS:
+        raise ValueError(
+            f"monitor={cfg.pruning.monitor!r} is not logged by the Classifier; it logs {list(Classifier.METRICS)}. "
+            "Hint: pruning.monitor=val/loss (with pruning.mode=min) or val/acc (with pruning.mode=max)"
+        )
+
+
+def _plain(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def _with_ticket_defaults(cfg: DictConfig) -> DictConfig:
@@ -255,12 +326,17 @@ def _with_ticket_defaults(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+class ConfigError(ValueError):
+    """A user mistake found while building the run, prefixed with the config section it came from."""
+
+
 def _in_section(section: str, build, *args):
     """Run one build step; a bad value's error says which part of the config it came from."""
     try:
         return build(*args)
     except (ValueError, TypeError, FileNotFoundError) as error:
-        raise type(error)(f"{section}: {error}") from error
+        # A new error rather than type(error)(...): not every error type takes a single message (JSONDecodeError).
+        raise ConfigError(f"{section}: {error}") from error
 
 
 def _keep_hparams_out_of_run_config(model: pl.LightningModule, dm: pl.LightningDataModule) -> None:
@@ -314,6 +390,10 @@ def _app(cfg: DictConfig) -> Any:
     except USER_ERRORS as error:
         # Reported here, inside the job: past this point Hydra would add its own multi-line log.
         _exit_with(error)
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        _exit_with(error, code=1, what="disk full")
 
 
 def one_line(error: BaseException) -> str:
@@ -329,16 +409,17 @@ def main() -> None:
     # Hydra would print its own multi-line report and exit; let errors reach us instead.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        sys.argv = [sys.argv[0], *resume.expand_argv(sys.argv[1:])]
         _app()
     except USER_ERRORS as error:  # composition errors: bad overrides, unknown options, wrong types
         _exit_with(error)
 
 
-def _exit_with(error: BaseException) -> None:
+def _exit_with(error: BaseException, code: int = 2, what: str = "error") -> None:
     if os.environ.get("LTH_DEBUG"):
         raise error
-    print(f"lth-train: error: {one_line(error)} (LTH_DEBUG=1 shows the traceback)", file=sys.stderr)
-    sys.exit(2)
+    print(f"lth-train: {what}: {one_line(error)} (LTH_DEBUG=1 shows the traceback)", file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

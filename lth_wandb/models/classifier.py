@@ -41,6 +41,9 @@ class Classifier(pl.LightningModule):
             ``fit`` covers several pruning rounds, so the schedule spans one round.
     """
 
+    # Everything it logs, so a run can check its monitored metric before it starts.
+    METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
+
     def __init__(
         self,
         net: nn.Module,

@@ -1,0 +1,219 @@
+"""Resuming an ``lth-train`` run: the run folder's record, and the command line that continues it.
+
+Every run keeps ``run.json`` in its output folder: the resolved config it was started with, its W&B run id and
+whether it finished. ``lth-train resume=<last.ckpt, run folder or 'last'>`` continues that run in that folder,
+with the overrides it was started with (from Hydra's ``.hydra/overrides.yaml``) and the same W&B run id, so the
+dashboard shows one run. An override that would change what the checkpoint was trained with is refused, naming
+the key, before anything starts; resuming a finished run says so and exits 0.
+
+Hydra-free, so the console entry point can rewrite the command line before Hydra composes the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import string
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lth_wandb import atomic
+
+RUN_FILE = "run.json"
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+# Keys a resumed run may change: they decide how the run is shown or fed, not what it computes.
+MAY_CHANGE = ("resume", "trainer.enable_progress_bar", "data.num_workers", "wandb.mode")
+# Where `resume=last` looks: Hydra's default run and multirun folders.
+RUN_ROOTS = ("outputs/*/*", "multirun/*/*/*")
+_ID_CHARS = string.ascii_lowercase + string.digits
+
+
+class ResumeError(ValueError):
+    """A resume request that cannot be honoured; the message says why and what to do."""
+
+
+@dataclass
+class RunRecord:
+    """``run.json``: what a run folder holds. ``status`` is ``"running"`` until training ends, then ``"finished"``."""
+
+    folder: Path
+    config: dict[str, Any]
+    wandb_run_id: str
+    status: str = "running"
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike) -> RunRecord | None:
+        path = Path(folder) / RUN_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            return cls(Path(folder), data["config"], data["wandb_run_id"], data.get("status", "running"))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ResumeError(
+                f"{path} is not a readable run record ({error}). Hint: restore it from a backup, or start a new run"
+            ) from error
+
+    def write(self) -> None:
+        data = {"config": self.config, "wandb_run_id": self.wandb_run_id, "status": self.status}
+        atomic.write_text(self.folder / RUN_FILE, json.dumps(data, indent=2, sort_keys=True, default=str))
+
+    def finish(self) -> None:
+        self.status = "finished"
+        self.write()
+
+
+def open_record(folder: Path, config: dict[str, Any], resuming: bool) -> RunRecord:
+    """The run record of ``folder``: the saved one when resuming (its config must match ``config``), else a new
+    one with a fresh W&B run id (the agent's, under ``wandb agent``). Written before W&B starts."""
+    saved = RunRecord.read(folder)
+    if saved is not None and not resuming:
+        raise ResumeError(
+            f"{folder} already holds a run (W&B id {saved.wandb_run_id}). Hint: continue it with resume={folder}, "
+            "or give another hydra.run.dir"
+        )
+    if saved is not None:
+        check_unchanged(saved.config, config)
+        return saved
+    run_id = os.environ.get("WANDB_RUN_ID") or "".join(secrets.choice(_ID_CHARS) for _ in range(8))
+    record = RunRecord(folder, config, run_id)
+    record.write()
+    return record
+
+
+def check_unchanged(saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Refuse a config that differs from the resumed run's in a key outside :data:`MAY_CHANGE`."""
+    old, new = _flatten(saved), _flatten(current)
+    for key in sorted(old.keys() | new.keys()):
+        if key.startswith(MAY_CHANGE) or old.get(key) == new.get(key):
+            continue
+        raise ResumeError(
+            f"{key}={new.get(key)!r} differs from the run being resumed ({key}={old.get(key)!r}); a resumed run "
+            "keeps the settings its checkpoint was trained with. Hint: drop that override, or start a new run "
+            "without resume="
+        )
+
+
+def expand_argv(argv: Sequence[str]) -> list[str]:
+    """The command line that continues the run ``resume=`` names; ``argv`` unchanged when there is none.
+
+    Raises:
+        ResumeError: the reference finds no run or checkpoint, or asks for a multirun.
+        SystemExit: (code 0) the run already finished.
+    """
+    refs = [a for a in argv if _key(a) == "resume"]
+    if not refs:
+        return list(argv)
+    value = refs[-1].split("=", 1)[1]
+    if value in ("", "null", "None"):
+        return list(argv)
+    if any(a in ("-m", "--multirun") for a in argv):
+        raise ResumeError(f"resume={value} continues one run; drop -m/--multirun. Hint: resume each job's folder")
+    folder, checkpoint = locate(value)
+    others = [a for a in argv if a not in refs]
+    if folder is None:  # a checkpoint from elsewhere: its weights and state, in a new run
+        return [*others, f"resume={_quote(checkpoint)}"]
+    record = RunRecord.read(folder)
+    if record is not None and record.status == "finished":
+        print(f"lth-train: the run in {folder} already finished (W&B run {record.wandb_run_id}); nothing to resume.")
+        raise SystemExit(0)
+    if checkpoint is None:
+        print(f"lth-train: {folder} has no checkpoint yet (killed in its first epoch): training it from the start.")
+    resume_to = checkpoint if checkpoint is not None else folder
+    given = {_key(a) for a in others}
+    saved = [o for o in saved_overrides(folder) if _key(o) not in given]
+    return [*saved, *others, f"resume={_quote(resume_to)}", f"hydra.run.dir={_quote(folder)}"]
+
+
+def locate(ref: str) -> tuple[Path | None, Path | None]:
+    """``(run folder, checkpoint)`` for a ``resume=`` value: ``last``, a run folder, or a checkpoint file. The
+    folder is None for a checkpoint outside an lth-train run folder; the checkpoint None before the first save."""
+    path = newest_run() if ref == "last" else Path(os.path.expanduser(ref))
+    if path.is_dir():
+        if RunRecord.read(path) is None:
+            raise ResumeError(
+                f"resume={ref}: {path} is not an lth-train run folder (no {RUN_FILE}). Hint: pass the folder "
+                f"outputs/<date>/<time> of a run, or its {CHECKPOINT}"
+            )
+        checkpoint = path / CHECKPOINT
+        return path, (check_checkpoint(checkpoint) if checkpoint.exists() else None)
+    if not path.exists():
+        raise ResumeError(
+            f"resume={ref}: no such file or folder. Hint: resume=outputs/<date>/<time>/{CHECKPOINT}, the run "
+            "folder itself, or resume=last for the newest run under ./outputs"
+        )
+    check_checkpoint(path)
+    folder = path.parent.parent
+    return (folder if path.parent.name == CHECKPOINT.parent.name and (folder / RUN_FILE).is_file() else None), path
+
+
+def check_checkpoint(path: Path) -> Path:
+    """Refuse a file that is not a whole ``torch.save`` archive (wrong file, or cut short) before W&B starts."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            ok = any(name.endswith("data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        ok = False
+    if not ok:
+        raise ResumeError(
+            f"resume={path} is not a Lightning checkpoint (not a complete torch.save archive). Hint: pass "
+            f"outputs/<date>/<time>/{CHECKPOINT}"
+        )
+    return path
+
+
+def newest_run() -> Path:
+    """The most recently written run folder under ``./outputs`` or ``./multirun``."""
+    records = [p for root in RUN_ROOTS for p in Path.cwd().glob(f"{root}/{RUN_FILE}")]
+    if not records:
+        raise ResumeError(f"resume=last: no run under ./outputs or ./multirun (no {RUN_FILE}). Hint: name the run")
+    return max(records, key=lambda p: p.stat().st_mtime).parent
+
+
+def saved_overrides(folder: Path) -> list[str]:
+    """The overrides the run was started with (Hydra's record), less any earlier ``resume=``."""
+    path = folder / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    overrides = yaml.safe_load(path.read_text()) or []
+    return [o for o in overrides if _key(o) != "resume"]
+
+
+def _key(override: str) -> str:
+    """The key an override sets: ``pruning.rounds`` for ``+pruning.rounds=3``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _quote(path: Path | str) -> str:
+    """A path as a Hydra override value: quoted, so spaces and `=` survive the override parser."""
+    text = os.fspath(path)
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def ckpt_path(value: str | None) -> str | None:
+    """The checkpoint ``trainer.fit`` resumes from for a (expanded) ``resume=`` value; None trains from the start."""
+    if value is None:
+        return None
+    path = Path(os.path.expanduser(value))
+    if path.is_dir():
+        path = path / CHECKPOINT
+        return str(check_checkpoint(path)) if path.exists() else None
+    if not path.exists():
+        raise ResumeError(f"resume={value}: no such file. Hint: resume=outputs/<date>/<time>/{CHECKPOINT}")
+    return str(check_checkpoint(path))
