@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import io
 import json
 import math
-import os
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from lth_wandb import agent
+from lth_wandb import agent, atomic
 
-# Run states in sweep.json. "interrupted": cut off when lth-sweep itself was stopped; run again, never counted.
+# Run states in sweep.json. "interrupted": cut off when lth-sweep itself was stopped; the next start runs it again
+# under the same id (counted once it ends).
 ENDED = {"finished": "finished", "failed": "failed", "stopped": "killed"}  # -> the engine's RunState
 _MIN_GOALS = ("minimize", "minimise", "min")
 
@@ -46,37 +47,42 @@ class SweepRecord:
         """Load the record in ``directory``, or start one there for ``config``.
 
         Raises:
-            ValueError: the directory holds a different sweep, or another ``lth-sweep`` is using it.
+            ValueError: the directory is a file or cannot be made, holds a different sweep or a corrupt
+                ``sweep.json``, or another ``lth-sweep`` is using it.
         """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = _make_dir(Path(directory))
         config = json.loads(json.dumps(config))  # as it will read back from JSON
         lock = open(directory / ".lock", "w")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            record = cls._load(directory, config, source)
         except BlockingIOError as error:
             lock.close()
             raise ValueError(
                 f"another lth-sweep is running in {directory}. Hint: wait for it, or use another --dir"
             ) from error
-        path = directory / cls.FILE
-        if path.exists():
-            saved = json.loads(path.read_text())
-            if saved["config"] != config:
-                lock.close()
-                raise ValueError(
-                    f"{directory} holds sweep {saved['sweep_id']} of {saved.get('source') or 'another file'}, whose "
-                    f"config differs from {source or 'this one'}. Hint: pass another --dir, or delete {directory}"
-                )
-            for run in saved["runs"]:
-                if run["state"] == "running":  # lth-sweep died while it ran
-                    run["state"] = "interrupted"
-            record = cls(directory, config, saved["sweep_id"], saved.get("source", ""), saved["runs"])
-        else:
-            record = cls(directory, config, agent.new_id(), str(source), [])
+        except BaseException:
+            lock.close()
+            raise
         record._lock = lock
         record.save()
         return record
+
+    @classmethod
+    def _load(cls, directory: Path, config: dict[str, Any], source: str | PathLike) -> SweepRecord:
+        path = directory / cls.FILE
+        if not path.exists():
+            return cls(directory, config, agent.new_id(), str(source), [])
+        saved = _read_saved(path)
+        if saved["config"] != config:
+            raise ValueError(
+                f"{directory} holds sweep {saved['sweep_id']} of {saved.get('source') or 'another file'}, whose "
+                f"config differs from {source or 'this one'}. Hint: pass another --dir, or delete {directory}"
+            )
+        for run in saved["runs"]:
+            if run["state"] == "running":  # lth-sweep died while it ran
+                run["state"] = "interrupted"
+        return cls(directory, config, saved["sweep_id"], saved.get("source", ""), saved["runs"])
 
     def __enter__(self) -> SweepRecord:
         return self
@@ -131,9 +137,7 @@ class SweepRecord:
             "leaderboard": [r["run_id"] for r in ranked],
             "runs": self.runs,
         }
-        tmp = self.directory / (self.FILE + ".tmp")
-        tmp.write_text(json.dumps(body, indent=1, default=str))
-        os.replace(tmp, self.directory / self.FILE)
+        atomic.write_text(self.directory / self.FILE, json.dumps(body, indent=1, default=str))
 
 
 def rank(record: SweepRecord) -> list[dict[str, Any]]:
@@ -157,17 +161,18 @@ def write_results(record: SweepRecord) -> Path:
     summary_keys = sorted(
         {k for r in ranked for k in r.get("summary", {}) if k.startswith("ticket/")} - {record.metric}
     )
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["rank", "run_id", "state", record.metric or "metric", *params, *summary_keys, "seconds"])
+    for i, run in enumerate(ranked, 1):
+        summary = run.get("summary", {})
+        writer.writerow(
+            [i, run["run_id"], run["state"], run.get("metric_value"), *(run["params"].get(p) for p in params)]
+            + [summary.get(k) for k in summary_keys]
+            + [run.get("seconds")]
+        )
     path = record.directory / "sweep.csv"
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["rank", "run_id", "state", record.metric or "metric", *params, *summary_keys, "seconds"])
-        for i, run in enumerate(ranked, 1):
-            summary = run.get("summary", {})
-            writer.writerow(
-                [i, run["run_id"], run["state"], run.get("metric_value"), *(run["params"].get(p) for p in params)]
-                + [summary.get(k) for k in summary_keys]
-                + [run.get("seconds")]
-            )
+    atomic.write_text(path, text.getvalue())  # a kill mid-write leaves the previous table
     return path
 
 
@@ -189,6 +194,40 @@ def print_leaderboard(record: SweepRecord, ranked: list[dict[str, Any]] | None =
         table.add_row(*cells, f"{run.get('seconds') or 0:.0f}")
     Console().print(table)
     print(f"Results: {record.directory / 'sweep.csv'}, {record.directory / SweepRecord.FILE}")
+
+
+def _make_dir(directory: Path) -> Path:
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(
+            f"sweep directory {directory} is a file, not a directory. Hint: pass --dir a new folder or a sweep's folder"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # e.g. a file where a parent folder should be, or no permission
+        raise ValueError(
+            f"cannot make the sweep directory {directory}: {error.strerror}. Hint: pass another --dir"
+        ) from error
+    return directory
+
+
+def _read_saved(path: Path) -> dict[str, Any]:
+    """``sweep.json`` as saved; a ValueError naming the file and the way out when it is damaged."""
+    hint = f"Hint: fix it, or delete it and {path.parent / 'runs'} to start this sweep over"
+    try:
+        saved = json.loads(path.read_bytes())
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError: cut short or overwritten
+        raise ValueError(f"{path} is corrupt or truncated ({error}). {hint}") from error
+    runs = saved.get("runs") if isinstance(saved, dict) else None
+    fields = ("run_id", "params", "state")
+    if not (
+        isinstance(saved, dict)
+        and isinstance(saved.get("config"), dict)
+        and isinstance(saved.get("sweep_id"), str)
+        and isinstance(runs, list)
+        and all(isinstance(run, dict) and all(k in run for k in fields) for run in runs)
+    ):
+        raise ValueError(f"{path} is not a sweep record (config, sweep_id and runs with {', '.join(fields)}). {hint}")
+    return saved
 
 
 def _finite(value: Any) -> bool:

@@ -70,10 +70,16 @@ def read_run(path: str | PathLike) -> OfflineRun:
 
     Raises:
         FileNotFoundError: ``path`` is neither a ``.wandb`` file nor a directory holding exactly one.
+        ValueError: the file is empty or holds no record: the run was killed before W&B first wrote to it.
         RuntimeError: the SDK's reader failed (its stderr is in the message).
     """
     file = _run_file(Path(path))
+    hint = f"It is not a run. Hint: delete {file.parent} if its run is over"
+    if file.stat().st_size == 0:
+        raise ValueError(f"run file {file} is empty (0 bytes). {hint}")
     records = [json.loads(line) for line in _inspect(file).splitlines() if line.strip()]
+    if not records:  # the SDK reads a bare header as a run without id, which would count as a run
+        raise ValueError(f"run file {file} holds no record: W&B stopped before its first write. {hint}")
     state = json.loads(_inspect(file, "--summary"))
     by_type: dict[str, list[dict[str, Any]]] = {}
     for record in records:

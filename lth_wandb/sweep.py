@@ -13,12 +13,20 @@ its own directory ``<dir>/runs/<run id>/``, and is an ordinary offline W&B run i
 ``sweep-<sweep id>``. ``<dir>/sweep.json`` records every run as it ends, so a restarted ``lth-sweep`` skips
 finished runs and counts them towards ``--count``. The leaderboard goes to the terminal, ``sweep.csv`` and
 ``sweep.json``.
+
+Nothing is lost or counted twice when ``lth-sweep`` dies: on Linux its runs die with it (``PR_SET_PDEATHSIG``; W&B's
+service follows its run), and the next start runs every cut-off run again under the same run id, in the same
+directory, with the same parameters. The cut-off attempt's files move to ``attempt-<n>/`` in that directory, so
+the run directory holds exactly one run file for the id, and ``lth-report`` counts the run once.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -33,6 +41,7 @@ from lth_wandb.leaderboard import SweepRecord, print_leaderboard, rank, write_re
 from lth_wandb.runfiles import find_runs, read_history, read_run
 
 POLL_SECONDS = 0.5  # how often finished processes are collected
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 MAX_CONSECUTIVE_FAILURES = 3  # a broken command fails every run: stop instead of burning the whole count
 
 
@@ -103,6 +112,10 @@ class SweepRunner:
                 next_check = time.monotonic() + self.check_every
             self._escalate()
             while len(self.active) < self.workers and self._may_start():
+                cut_off = self._next_cut_off()
+                if cut_off is not None:  # before new parameters: the engine already counts these as proposed
+                    self._restart(cut_off)
+                    continue
                 params = agent.next_params(self.record.config, self._engine_runs())
                 if params is None:
                     self.exhausted = True
@@ -113,9 +126,15 @@ class SweepRunner:
             time.sleep(POLL_SECONDS)
 
     def _may_start(self) -> bool:
-        if self.exhausted or self.failures >= MAX_CONSECUTIVE_FAILURES:
+        if self.failures >= MAX_CONSECUTIVE_FAILURES:
+            return False
+        if self.exhausted and self._next_cut_off() is None:
             return False
         return self.count is None or len(self.record.counted()) + len(self.active) < self.count
+
+    def _next_cut_off(self) -> dict[str, Any] | None:
+        """The first run cut off when an earlier ``lth-sweep`` stopped, not yet started again."""
+        return next((r for r in self.record.runs if r["state"] == "interrupted"), None)
 
     def _engine_runs(self):
         ended = [self.record.sweep_run(r) for r in self.record.counted()]
@@ -129,7 +148,26 @@ class SweepRunner:
         run_id = agent.new_id()
         directory = self.record.directory / "runs" / run_id
         directory.mkdir(parents=True)
-        sweep_id = self.record.sweep_id
+        record = {"run_id": run_id, "params": params, "state": "running"}
+        record["directory"] = str(directory.relative_to(self.record.directory))
+        self.record.add(record)
+        self._launch(record, directory)
+        _say(f"run {run_id} started: " + " ".join(f"{k}={v}" for k, v in params.items()))
+
+    def _restart(self, record: dict[str, Any]) -> None:
+        """Run a cut-off run again from the start: same id, directory and parameters, so it stays one run."""
+        directory = self.record.directory / record["directory"]
+        directory.mkdir(parents=True, exist_ok=True)
+        attempt = _set_aside(directory)
+        for key in _RESULT_KEYS:  # what the cut-off attempt left describes no finished run
+            record.pop(key, None)
+        record["state"], record["attempt"] = "running", attempt + 1
+        self.record.save()
+        self._launch(record, directory)
+        _say(f"run {record['run_id']} started again (attempt {attempt + 1}; the cut-off one is in attempt-{attempt}/)")
+
+    def _launch(self, record: dict[str, Any], directory: Path) -> None:
+        run_id, params, sweep_id = record["run_id"], record["params"], self.record.sweep_id
         path = agent.write_params(agent.param_path(directory, sweep_id, run_id), params)
         command = agent.command_line(self.record.config, params, args_json_file=directory / "args.json")
         env = agent.run_env(
@@ -148,13 +186,17 @@ class SweepRunner:
         with open(directory / "output.log", "wb") as log:
             # A session of its own: Ctrl+C on lth-sweep must not reach the runs before we stop them in order.
             process = subprocess.Popen(
-                command, cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                cwd=directory,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with(os.getpid()) if platform.system() == "Linux" else None,
             )
-        record = {"run_id": run_id, "params": params, "state": "running", "command": command}
-        record["directory"] = str(directory.relative_to(self.record.directory))
-        self.record.add(record)
+        record["command"] = command
+        self.record.save()
         self.active[run_id] = _Active(record, process, directory, time.monotonic())
-        _say(f"run {run_id} started: " + " ".join(f"{k}={v}" for k, v in params.items()))
 
     def _collect(self) -> None:
         for run_id, active in list(self.active.items()):
@@ -195,7 +237,7 @@ class SweepRunner:
             return None
         try:
             run = read_run(path)
-        except RuntimeError as error:  # e.g. a run file cut short by SIGKILL
+        except (RuntimeError, ValueError) as error:  # e.g. a run file cut short by SIGKILL
             record["read_error"] = str(error)[-500:]
             return None
         record["wandb_run"] = str(path.relative_to(self.record.directory))
@@ -209,7 +251,7 @@ class SweepRunner:
             if path is not None and active.stop_reason is None:
                 try:
                     active.history = _metric_values(read_history(path), self.metric)
-                except (RuntimeError, FileNotFoundError):
+                except (RuntimeError, ValueError, FileNotFoundError):
                     pass  # the file is being created; next check
         for run_id, reason in agent.runs_to_stop(self.record.config, self._engine_runs()).items():
             active = self.active.get(run_id)
@@ -272,7 +314,8 @@ def _is_scalar(value: Any) -> bool:
 
 
 def _signal(process: subprocess.Popen, signum: int, group: bool = False) -> None:
-    """Signal the run's process; SIGKILL goes to its whole session, so W&B's service does not outlive it."""
+    """Signal the run's process, or its whole process group (what it started in its session). W&B's service has
+    a session of its own and ends by itself when the run's process has gone."""
     try:
         if group:
             os.killpg(process.pid, signum)
@@ -280,6 +323,44 @@ def _signal(process: subprocess.Popen, signum: int, group: bool = False) -> None
             process.send_signal(signum)
     except (ProcessLookupError, PermissionError):
         pass  # it has just ended
+
+
+# What a run's record holds about its last attempt; a restart clears it.
+_RESULT_KEYS = ("exit_code", "seconds", "history", "summary", "metric_value", "wandb_run", "read_error", "stop_reason")
+
+
+def _set_aside(directory: Path) -> int:
+    """Move what an earlier attempt left in a run directory into ``attempt-<n>/``; returns n.
+
+    Readers that look for the run's file in ``<directory>/wandb`` (lth-sweep) find only the new attempt's.
+    ``lth-report``, which searches whole trees, counts one run per id.
+    """
+    attempt = 1 + sum(1 for p in directory.glob("attempt-*") if p.is_dir())
+    aside = directory / f"attempt-{attempt}"
+    aside.mkdir()
+    for entry in directory.iterdir():
+        if entry != aside and not entry.name.startswith("attempt-"):
+            entry.rename(aside / entry.name)
+    return attempt
+
+
+@functools.cache
+def _prctl():
+    return ctypes.CDLL(None, use_errno=True).prctl  # loaded in lth-sweep: the forked child only calls it
+
+
+def _die_with(parent: int):
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when ``parent`` (lth-sweep) dies, even by SIGKILL,
+    so no run finishes unseen and is then run again. Linux only."""
+    prctl = _prctl()
+
+    def setup() -> None:
+        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0 or os.getppid() != parent:
+            # No death signal, or lth-sweep died before it was set: do not run unwatched (stderr is output.log).
+            os.write(2, b"lth-sweep: could not tie the run to lth-sweep (prctl PR_SET_PDEATHSIG); not started\n")
+            os._exit(71)
+
+    return setup
 
 
 def _raise_interrupt(signum, frame) -> None:

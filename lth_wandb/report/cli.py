@@ -98,6 +98,8 @@ def offline_report(args: argparse.Namespace) -> int:
     from lth_wandb.report.summary import summary_text
     from lth_wandb.report.table import density_rows, markdown_table
 
+    for flag, value in (("--html", args.html or DEFAULT_HTML), ("--markdown", args.markdown)):
+        check_output(flag, value)  # before the runs are read: that takes a while
     study = collect_offline(args.offline, group=args.group)
     if args.min_density is not None:
         study.drop_sparser_than(args.min_density / 100)
@@ -122,6 +124,8 @@ def wandb_report(args: argparse.Namespace) -> int:
     from lth_wandb.report import wandb_report as wb
     from lth_wandb.report.sources import collect_api, collect_offline
 
+    if not args.save:
+        check_output("--out", args.out or DEFAULT_SPEC)
     if args.runs:
         study = collect_offline(args.runs, group=args.group)
         study.sweep = args.sweep
@@ -147,6 +151,26 @@ def wandb_report(args: argparse.Namespace) -> int:
     print(wb.describe(report))
     print(f"Spec: {out} (not published; add --save to publish it)")
     return 0
+
+
+def check_output(flag: str, path: str | None) -> None:
+    """Refuse an output path that cannot be written because a file stands where a folder must be.
+
+    Raises:
+        ValueError: ``path`` is a folder, or one of its parent folders is a file.
+    """
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{flag} {path} is a folder, not a file. Hint: name a file inside it")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"{flag} {path}: {parent} is a file, not a folder. Hint: choose another folder, or move {parent}"
+                )
+            return
 
 
 def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -2,10 +2,13 @@
 
 Local files may be one run, a ``wandb/`` folder, or any tree of them (a sweep or Hydra multirun directory).
 Unreadable run directories are reported, not fatal: a crashed run may have left a folder without a run file.
+A run counts once however many files carry its id (an ``lth-sweep`` run started again keeps its cut-off attempt in
+``attempt-<n>/``; a run resumed under its id writes a second directory).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +32,7 @@ def collect_offline(
 
     Raises:
         FileNotFoundError: a path does not exist or holds no run directory.
+        ValueError: not one of the run directories could be read (e.g. every run file is empty).
     """
     roots = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
     found_in_roots: dict[Path, Path] = {}  # by resolved path: overlapping roots read each run once
@@ -47,13 +51,16 @@ def collect_offline(
     # The reader is itself multi-threaded: more than one read per two cores only adds contention.
     with ThreadPoolExecutor(max_workers=workers or max(1, (os.cpu_count() or 2) // 2)) as pool:
         results = list(pool.map(_read_or_reason, run_dirs))
-    runs, skipped = [], []
-    for run_dir, result in zip(run_dirs, results, strict=True):
-        if isinstance(result, str):
-            skipped.append((str(run_dir), result))
-        elif group is None or result.group == group:
-            runs.append(result)
-    return Study(runs=_merge_resumed(runs), skipped=skipped, sources=[str(root) for root in roots], group=group)
+    runs = [r for r in results if not isinstance(r, str)]
+    skipped = [(str(d), r) for d, r in zip(run_dirs, results, strict=True) if isinstance(r, str)]
+    if not runs:
+        first, reason = skipped[0]
+        raise ValueError(f"none of the {len(skipped)} run directories could be read, e.g. {first}: {reason}")
+    # An unreadable attempt of a run that another file shows is superseded, not missing.
+    read_ids = {r.run_id for r in runs}
+    skipped = [(d, why) for d, why in skipped if Path(d).stem.rsplit("-", 1)[-1] not in read_ids]
+    runs = [r for r in one_per_run_id(runs) if group is None or r.group == group]
+    return Study(runs=runs, skipped=skipped, sources=[str(root) for root in roots], group=group)
 
 
 def collect_api(entity: str, project: str, group: str | None = None, sweep: str | None = None) -> Study:
@@ -106,17 +113,39 @@ def _read_or_reason(run_dir: Path) -> RunRounds | str:
         return str(error).splitlines()[0][:300]
 
 
-def _merge_resumed(runs: list[RunRounds]) -> list[RunRounds]:
-    """A run resumed under the same id writes a second directory; its rows extend the first one's."""
-    merged: dict[str, RunRounds] = {}
-    for run in runs:
-        first = merged.get(run.run_id)
-        if first is None:
-            merged[run.run_id] = run
-            continue
-        rounds = {r.round: r for r in [*first.rounds, *run.rounds]}
-        run.rounds = [rounds[n] for n in sorted(rounds)]
-        run.curve = sorted([*first.curve, *run.curve], key=lambda point: point[0])
-        run.ticket = run.ticket or first.ticket
-        merged[run.run_id] = run
-    return list(merged.values())
+def one_per_run_id(runs: list[RunRounds]) -> list[RunRounds]:
+    """One run per run id, from runs read oldest first: the newest complete file of each id (the newest file when
+    none is complete). Runs without an id stay apart: nothing says they are one run.
+
+    A file that starts after round 0 continues an earlier one (a run resumed under its id): the rounds and
+    validation points before its start come from the older files. A run started again from scratch (lth-sweep's
+    ``attempt-<n>/``) has its own round 0 and takes nothing from the cut-off attempt.
+    """
+    by_id: dict[str, list[RunRounds]] = {}
+    for index, run in enumerate(runs):
+        by_id.setdefault(run.run_id or f"\0{index}", []).append(run)
+    return [_newest_complete(files) for files in by_id.values()]
+
+
+def _newest_complete(files: list[RunRounds]) -> RunRounds:
+    position = max((i for i, f in enumerate(files) if f.exit_code is not None), default=len(files) - 1)
+    chosen = files[position]
+    if not chosen.rounds or chosen.rounds[0].round == 0:
+        return chosen  # a whole run: older files are cut-off attempts of it
+    # Resumed: what came before its first round and first validation point is in the older files.
+    first_round = chosen.rounds[0].round
+    first_step = min((step for step, _ in chosen.curve), default=math.inf)
+    rounds = {r.round: r for r in chosen.rounds}
+    curve, seen = list(chosen.curve), {step for step, _ in chosen.curve}
+    for older in reversed(files[:position]):  # the newest older file wins a round or step
+        for r in older.rounds:
+            if r.round < first_round:
+                rounds.setdefault(r.round, r)
+        for step, values in older.curve:
+            if step < first_step and step not in seen:
+                curve.append((step, values))
+                seen.add(step)
+        chosen.ticket = chosen.ticket or older.ticket
+    chosen.rounds = [rounds[n] for n in sorted(rounds)]
+    chosen.curve = sorted(curve, key=lambda point: point[0])
+    return chosen
