@@ -61,8 +61,16 @@ def find_runs(wandb_dir: str | PathLike) -> list[Path]:
     if (root / "wandb").is_dir():
         root = root / "wandb"
     runs = {p for pattern in RUN_GLOBS for p in root.glob(pattern) if p.is_dir() and _START.search(p.name)}
-    # Names carry the start time to the second; the mtime orders runs started within the same second.
-    return sorted(runs, key=lambda p: (_START.search(p.name).group(1), _mtime(p)))
+    return sorted(runs, key=started)
+
+
+def started(path: str | PathLike) -> tuple[str, float]:
+    """Sort key of a run directory or its ``.wandb`` file, oldest first: the start time in the directory's name
+    (to the second), then the directory's modification time for runs started within the same second."""
+    path = Path(path)
+    run_dir = path.parent if path.suffix == ".wandb" else path
+    found = _START.search(run_dir.name)
+    return (found.group(1) if found else "", _mtime(run_dir))
 
 
 def read_run(path: str | PathLike) -> OfflineRun:

@@ -21,10 +21,10 @@ from conftest import lth_train
 from PIL import Image
 
 from lth_wandb.report import cli
-from lth_wandb.report.data import RunRounds
+from lth_wandb.report.data import Round, RunRounds
 from lth_wandb.report.figures import figure_bytes
 from lth_wandb.report.html import write_html_report
-from lth_wandb.report.sources import collect_offline
+from lth_wandb.report.sources import collect_offline, one_per_run_id
 from lth_wandb.report.summary import best_ticket, summary_text
 from lth_wandb.report.table import density_rows
 from lth_wandb.report.wandb_report import app_url, build_report, describe, report_spec
@@ -60,14 +60,25 @@ def html_report(trained):
     return write_html_report(collect_offline(trained / "wandb"), trained / "report" / "report.html")
 
 
-def log_run(folder: Path, *, seed: int, control=None, rounds=(), planned=2, exit_code=0, group="g", ticket_round=None):
+def log_run(
+    folder: Path,
+    *,
+    seed: int,
+    control=None,
+    rounds=(),
+    planned=2,
+    exit_code=0,
+    group="g",
+    ticket_round=None,
+    run_id=None,
+):
     """An offline W&B run with the rows RoundLogger writes: ``rounds`` is ``[(density, test_acc, best_val_loss)]``,
     each round 10 steps long with its early stop at step 7 of the round and two validation points."""
     config = {
         "seed": seed,
         "pruning": {"control": control, "rounds": planned, "monitor": "val/loss", "epochs_per_round": 2},
     }
-    run = wandb.init(project="lth", group=group, config=config, dir=str(folder), mode="offline")
+    run = wandb.init(project="lth", group=group, config=config, dir=str(folder), mode="offline", id=run_id)
     try:
         for r, (density, acc, loss) in enumerate(rounds):
             start = 10 * r
@@ -458,3 +469,62 @@ def test_bad_arguments_fail_with_a_hint(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_markdown_under_a_file_is_refused_before_reading_runs(study_dir, tmp_path, capsys):
+    root, _ = study_dir
+    (tmp_path / "notes.txt").write_text("mine")
+    md, html = tmp_path / "notes.txt" / "x.md", tmp_path / "r.html"
+    assert cli.main(["--offline", str(root), "--html", str(html), "--markdown", str(md)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()  # one line, no traceback
+    assert line == (
+        f"lth-report: error: --markdown {md}: {tmp_path / 'notes.txt'} is a file, not a folder. "
+        f"Hint: choose another folder, or move {tmp_path / 'notes.txt'}"
+    )
+    assert not html.exists()  # refused before anything was read or written
+    assert cli.main(["--offline", str(root), "--html", str(tmp_path)]) == 2
+    assert "is a folder, not a file" in capsys.readouterr().err
+
+
+def test_an_empty_run_file_is_named_and_not_counted(tmp_path, capsys):
+    empty = tmp_path / "only" / "wandb" / "offline-run-20200101_000000-empty01"
+    empty.mkdir(parents=True)
+    (empty / "run-empty01.wandb").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"run file .*run-empty01.wandb is empty \(0 bytes\)\. It is not a run"):
+        read_run(empty)
+    assert cli.main(["--offline", str(tmp_path / "only"), "--html", str(tmp_path / "r.html")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("lth-report: error: none of the 1 run directories could be read, e.g. ")
+    assert "run-empty01.wandb is empty (0 bytes)" in line
+    # Beside a real run, it is listed as skipped and not counted.
+    real = log_run(tmp_path / "real", seed=0, rounds=[(1.0, 0.9, 0.4)])
+    study = collect_offline(tmp_path)
+    assert [r.run_id for r in study.runs] == [real]
+    ((where, why),) = study.skipped
+    assert where == str(empty) and "is empty (0 bytes)" in why
+
+
+def test_two_files_of_one_run_id_make_one_row(tmp_path):
+    imp = [(1.0, 0.90, 0.40), (0.5, 0.92, 0.35), (0.25, 0.88, 0.45)]
+    log_run(tmp_path / "first", seed=0, rounds=imp[:2], run_id="same0001")
+    log_run(tmp_path / "again", seed=0, rounds=imp, run_id="same0001")  # the run done again, from the start
+    for folders in ([tmp_path], [tmp_path / "again", tmp_path / "first"]):  # one tree; folders out of time order
+        (run,) = collect_offline(folders).runs
+        assert run.run_id == "same0001" and "again" in run.source and len(run.rounds) == 3
+        assert [step for step, _ in run.curve] == [3, 7, 13, 17, 23, 27]  # the first file's points are not added
+
+
+def rounds_run(run_id, numbers, exit_code=0, source=""):
+    rounds = [Round(n, 0.5**n, 10 * n, 10 * n + 10, 10 * n + 7, 0.4, 0.9, 0.9) for n in numbers]
+    curve = [(10 * n + 7, {"val/loss": 0.4}) for n in numbers]
+    return RunRounds(run_id, exit_code=exit_code, rounds=rounds, curve=curve, source=source)
+
+
+def test_one_per_run_id_picks_the_newest_complete_file_and_keeps_runs_without_id_apart():
+    unnamed = one_per_run_id([rounds_run("", [0]), rounds_run("", [0, 1])])
+    assert [len(r.rounds) for r in unnamed] == [1, 2]  # two runs, whatever their files share
+    (chosen,) = one_per_run_id([rounds_run("a", [0, 1], source="old"), rounds_run("a", [0], None, source="cut")])
+    assert chosen.source == "old"  # a complete file beats a newer one cut off
+    (resumed,) = one_per_run_id([rounds_run("a", [0, 1], None, source="1"), rounds_run("a", [1, 2], source="2")])
+    assert resumed.source == "2" and [r.round for r in resumed.rounds] == [0, 1, 2]  # continues the first file
+    assert [step for step, _ in resumed.curve] == [7, 17, 27] and resumed.rounds[1].end_step == 20

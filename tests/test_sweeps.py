@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -245,22 +246,27 @@ def test_lth_sweep_grid_with_count_then_resume(tmp_path, capsys):
         assert run.config["seed"] == record["params"]["seed"] and run.config["pruning"]["rounds"] == 1
         assert record["metric_value"] == pytest.approx(run.summary["ticket/winning_density"])
         assert "locked by" not in (out / record["directory"] / "output.log").read_text()
-    # As if lth-sweep had died while seed 1 ran: restarting must redo seed 1, keep seed 0, and add seed 2.
+    # As if lth-sweep had died while seed 1 ran: restarting must redo seed 1 (same run id and directory), keep
+    # seed 0, and add seed 2.
     cut = next(r for r in first["runs"] if r["params"]["seed"] == 1)
     cut["state"] = "running"
     (out / "sweep.json").write_text(json.dumps(first))
     assert lth_sweep(path, "--workers", 2, "--dir", out) == 0
     final = json.loads((out / "sweep.json").read_text())
     assert final["sweep_id"] == first["sweep_id"]
-    ended = {r["run_id"]: r for r in final["runs"] if r["state"] == "finished"}
-    assert sorted(r["params"]["seed"] for r in ended.values()) == [0, 1, 2]
+    assert {r["state"] for r in final["runs"]} == {"finished"}
+    assert sorted(r["params"]["seed"] for r in final["runs"]) == [0, 1, 2]
+    by_id = {r["run_id"]: r for r in final["runs"]}
     kept = next(r for r in first["runs"] if r["params"]["seed"] == 0)
-    assert kept["run_id"] in ended  # not run again
-    assert [r["state"] for r in final["runs"] if r["run_id"] == cut["run_id"]] == ["interrupted"]
-    assert len(list((out / "runs").iterdir())) == 4
+    assert "attempt" not in by_id[kept["run_id"]]  # not run again
+    again = by_id[cut["run_id"]]
+    assert again["attempt"] == 2 and again["directory"] == cut["directory"] and again["params"] == cut["params"]
+    assert read_run(out / again["wandb_run"]).run_id == cut["run_id"]
+    assert len(find_runs(out / cut["directory"] / "attempt-1" / "wandb")) == 1  # the first attempt, set aside
+    assert len(list((out / "runs").iterdir())) == 3
     # The grid is exhausted and three runs ended: a third start runs nothing, even with a larger count.
     assert lth_sweep(path, "--count", 5, "--dir", out) == 0
-    assert len(json.loads((out / "sweep.json").read_text())["runs"]) == 4
+    assert len(json.loads((out / "sweep.json").read_text())["runs"]) == 3
     rows = list(csv.DictReader((out / "sweep.csv").open()))
     assert [int(r["rank"]) for r in rows] == [1, 2, 3]
     values = [float(r["ticket/winning_density"]) for r in rows]
@@ -331,6 +337,81 @@ def test_lth_sweep_refuses_bad_invocations(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert re.search(message, err[-1]), err
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def one_line_error(capsys) -> str:
+    """What lth-sweep printed on stderr: exactly one line (no traceback)."""
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    return line
+
+
+def test_lth_sweep_refuses_a_file_as_its_directory(tmp_path, capsys):
+    path, taken = write_sweep(tmp_path, GRID), tmp_path / "notes.txt"
+    taken.write_text("mine")
+    assert lth_sweep(path, "--dir", taken) == 2
+    assert re.fullmatch(
+        r"lth-sweep: error: sweep directory .*notes.txt is a file, not a directory\. Hint: .*", one_line_error(capsys)
+    )
+    assert lth_sweep(path, "--dir", taken / "sweep") == 2
+    assert re.search(
+        r"cannot make the sweep directory .*notes.txt/sweep: .*Hint: pass another --dir", one_line_error(capsys)
+    )
+    assert taken.read_text() == "mine"
+
+
+def test_lth_sweep_names_a_corrupt_sweep_json_and_the_way_out(tmp_path, capsys):
+    path, out = write_sweep(tmp_path, GRID), tmp_path / "out"
+    with SweepRecord.open(out, GRID, path):
+        pass
+    saved = (out / "sweep.json").read_text()
+    for damaged, problem in [
+        (saved[: len(saved) // 2], "is corrupt or truncated"),
+        ("", "is corrupt or truncated"),
+        ('{"runs": []}', "is not a sweep record"),
+    ]:
+        (out / "sweep.json").write_text(damaged)
+        assert lth_sweep(path, "--dir", out) == 2
+        line = one_line_error(capsys)
+        assert f"{out / 'sweep.json'} {problem}" in line, line
+        assert line.endswith(f"Hint: fix it, or delete it and {out / 'runs'} to start this sweep over"), line
+        with pytest.raises(ValueError, match=problem):
+            SweepRecord.open(out, GRID)
+    (out / "sweep.json").write_text(saved)  # fixed: the lock was let go, and the sweep opens again
+    with SweepRecord.open(out, GRID) as record:
+        assert record.sweep_id == json.loads(saved)["sweep_id"]
+
+
+# Writes sweep.json and sweep.csv for 3 runs, then is killed by the kernel (SIGXFSZ: over its file size limit) in
+# the middle of writing one of them again: "json" adds a run too big for the limit; "csv" adds 400 runs with a
+# summary key each, so the table (a column per key) outgrows the limit while the record does not.
+KILLED_WRITER = """
+import resource, signal, sys
+from lth_wandb.leaderboard import SweepRecord, write_results
+def run(i, **extra):
+    return {"run_id": f"r{i}", "params": {"seed": i}, "state": "finished", "metric_value": i, **extra}
+config = {"method": "grid", "metric": {"name": "m"}, "parameters": {"seed": {"values": [0]}}}
+with SweepRecord.open(sys.argv[1], config) as record:
+    record.runs = [run(i) for i in range(3)]
+    write_results(record)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; a real kill is what we want
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+    if sys.argv[2] == "json":
+        record.runs.append(run(3, pad="x" * 200_000))
+    else:
+        record.runs += [run(i, summary={f"ticket/k{i}": i}) for i in range(3, 403)]
+    write_results(record)
+"""
+
+
+@pytest.mark.parametrize("killed_in", ["json", "csv"])
+def test_a_kill_mid_write_leaves_the_previous_sweep_json_and_csv(tmp_path, killed_in):
+    out = tmp_path / "out"
+    writer = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(out), killed_in], capture_output=True, text=True)
+    assert writer.returncode == -signal.SIGXFSZ, writer.stderr[-2000:]  # killed while writing
+    runs = [r["run_id"] for r in json.loads((out / "sweep.json").read_text())["runs"]]
+    assert runs == ([f"r{i}" for i in range(3)] if killed_in == "json" else [f"r{i}" for i in range(403)])
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert [r["run_id"] for r in rows] == ["r0", "r1", "r2"]  # the table as it was before
 
 
 def test_sweep_dir_holds_one_sweep_and_one_runner(tmp_path):

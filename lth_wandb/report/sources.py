@@ -16,7 +16,7 @@ from os import PathLike
 from pathlib import Path
 
 from lth_wandb.report.data import RunRounds, Study, from_run_record
-from lth_wandb.runfiles import RUN_GLOBS, OfflineRun, find_runs, read_run
+from lth_wandb.runfiles import RUN_GLOBS, OfflineRun, find_runs, read_run, started
 
 
 def collect_offline(
@@ -100,8 +100,7 @@ def _run_dirs(root: Path) -> list[Path]:
         return [root]  # one run: its .wandb file or its directory
     folders = {root, *(p.parent for pattern in RUN_GLOBS for p in root.rglob(pattern) if p.is_dir())}
     found = {p.resolve(): p for folder in folders for p in find_runs(folder)}
-    # Names read [offline-]run-<YYYYmmdd_HHMMSS>-<id>: sort by start time across folders, as find_runs does within one.
-    return sorted(found.values(), key=lambda p: (p.name.split("run-", 1)[-1][:15], p.stat().st_mtime))
+    return sorted(found.values(), key=started)  # across folders, as find_runs does within one
 
 
 def _read_or_reason(run_dir: Path) -> RunRounds | str:
@@ -114,30 +113,28 @@ def _read_or_reason(run_dir: Path) -> RunRounds | str:
 
 
 def one_per_run_id(runs: list[RunRounds]) -> list[RunRounds]:
-    """One run per run id, from runs read oldest first: the newest complete file of each id (the newest file when
+    """One run per run id: the newest complete file of each id (the newest file when
     none is complete). Runs without an id stay apart: nothing says they are one run.
 
-    A file that starts after round 0 continues an earlier one (a run resumed under its id): the rounds and
-    validation points before its start come from the older files. A run started again from scratch (lth-sweep's
-    ``attempt-<n>/``) has its own round 0 and takes nothing from the cut-off attempt.
+    A file that continues an older one (a run resumed under its id) lacks what came before: the rounds before its
+    first round and the validation points before its first step come from the older files. A run started again
+    from scratch (lth-sweep's ``attempt-<n>/``) has them itself, so it takes nothing from its cut-off attempts.
     """
     by_id: dict[str, list[RunRounds]] = {}
     for index, run in enumerate(runs):
         by_id.setdefault(run.run_id or f"\0{index}", []).append(run)
-    return [_newest_complete(files) for files in by_id.values()]
+    # Several --offline folders come one after the other, so a run's files are put in time order here.
+    return [_newest_complete(sorted(files, key=lambda f: started(f.source))) for files in by_id.values()]
 
 
 def _newest_complete(files: list[RunRounds]) -> RunRounds:
     position = max((i for i, f in enumerate(files) if f.exit_code is not None), default=len(files) - 1)
     chosen = files[position]
-    if not chosen.rounds or chosen.rounds[0].round == 0:
-        return chosen  # a whole run: older files are cut-off attempts of it
-    # Resumed: what came before its first round and first validation point is in the older files.
-    first_round = chosen.rounds[0].round
+    first_round = min((r.round for r in chosen.rounds), default=math.inf)
     first_step = min((step for step, _ in chosen.curve), default=math.inf)
     rounds = {r.round: r for r in chosen.rounds}
     curve, seen = list(chosen.curve), {step for step, _ in chosen.curve}
-    for older in reversed(files[:position]):  # the newest older file wins a round or step
+    for older in reversed(files[:position]):  # the newest older file wins a round or a step
         for r in older.rounds:
             if r.round < first_round:
                 rounds.setdefault(r.round, r)
@@ -145,7 +142,8 @@ def _newest_complete(files: list[RunRounds]) -> RunRounds:
             if step < first_step and step not in seen:
                 curve.append((step, values))
                 seen.add(step)
-        chosen.ticket = chosen.ticket or older.ticket
+        if first_round > 0:  # a ticket of rounds this file never ran
+            chosen.ticket = chosen.ticket or older.ticket
     chosen.rounds = [rounds[n] for n in sorted(rounds)]
     chosen.curve = sorted(curve, key=lambda point: point[0])
     return chosen
