@@ -46,8 +46,6 @@ class TicketArtifacts(RoundCallback):
         registry: ``"<registry>/<collection>"`` to link the winning ticket into, e.g. ``"model/lenet-tickets"``
             (online only).
         log_checkpoint: also version the latest Lightning checkpoint at each round's end, for resuming.
-        journal: the run's output folder, so a resumed run does not log a round's artifacts twice (see
-            :class:`~lth_wandb.tracking.RoundCallback`).
     """
 
     def __init__(
@@ -59,9 +57,8 @@ class TicketArtifacts(RoundCallback):
         ttl_days: int | None = None,
         registry: str | None = None,
         log_checkpoint: bool = False,
-        journal: str | os.PathLike | None = None,
     ):
-        super().__init__(lottery, journal)
+        super().__init__(lottery)
         if retention not in RETENTION:
             raise ValueError(
                 f"retention={retention!r} is not one of {list(RETENTION)}. Hint: 'winning_latest' keeps only the "
@@ -83,15 +80,17 @@ class TicketArtifacts(RoundCallback):
             aliases.append("winning")
         metadata = self._metadata(run, ticket, entry)
         folder = self.directory / f"round-{r}"
-        logged = {}
         for kind, part in ((TICKET_TYPE, "rewind"), (MODEL_TYPE, "trained")):
-            name = f"{'ticket' if kind == TICKET_TYPE else 'model'}-{run.id}"
-            path = ticket.save(folder / ("ticket" if kind == TICKET_TYPE else "model"), parts=(part,))
-            logged[kind] = self._log(run, name, kind, path, metadata, aliases)
-        if "winning" in aliases:
-            self._winning_artifact = logged[TICKET_TYPE]
+            prefix = "ticket" if kind == TICKET_TYPE else "model"
+            key = f"round-{r}/{prefix}"
+            if self.sent(key):  # logged before the run was killed and resumed: its files are on disk too
+                continue
+            path = ticket.save(folder / prefix, parts=(part,))
+            logged = self._log(run, f"{prefix}-{run.id}", kind, path, metadata, aliases)
+            if kind == TICKET_TYPE and "winning" in aliases:
+                self._winning_artifact = logged
         last = getattr(trainer.checkpoint_callback, "last_model_path", "")
-        if self.log_checkpoint and last and Path(last).is_file():
+        if self.log_checkpoint and last and Path(last).is_file() and not self.sent(f"round-{r}/checkpoint"):
             artifact = wandb.Artifact(f"checkpoint-{run.id}", type=CHECKPOINT_TYPE, metadata={"round": r})
             artifact.add_file(last, name="last.ckpt")
             run.log_artifact(artifact, aliases=[f"round-{r}", "latest"])

@@ -115,6 +115,7 @@ class LotteryTicket(pl.Callback):
         self.history: list[dict[str, Any]] = []
         self._states = RoundStates(self.rewind)
         self._best: dict[str, Any] = {}
+        self._epoch_metrics: dict[str, float] = {}  # scalar metrics at the last epoch end
         self._round_started_at = time.monotonic()
         self._round_start_step = 0  # global step where the current round began
         self._module_class = ""
@@ -273,10 +274,13 @@ class LotteryTicket(pl.Callback):
         best = self._best.get("value")
         better = best is None or (value < best if self.mode == "min" else value > best)
         if better and not math.isnan(value):
-            scalars = {k: float(v) for k, v in metrics.items() if torch.as_tensor(v).numel() == 1}
+            # Metrics logged once per epoch (train/acc) come from the epoch before; after a resume they live
+            # only in the checkpoint, so a resumed round's snapshot holds the same keys as an uninterrupted one.
+            scalars = {**self._epoch_metrics, **_scalars(metrics)}
             self._best = {"value": value, "step": trainer.global_step, "metrics": scalars}
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_metrics = _scalars(trainer.callback_metrics)
         finished_round = (trainer.current_epoch + 1) % self.epochs_per_round == 0
         if finished_round and not any(h["round"] == self.round for h in self.history):
             self._finish_round(trainer, pl_module)
@@ -297,6 +301,7 @@ class LotteryTicket(pl.Callback):
             "round_start_step": self._round_start_step,
             # Taken when Lightning saves: at an epoch end, the state the next epoch's shuffle draws from.
             "rng": rng_state(),
+            "epoch_metrics": self._epoch_metrics,
             **self._states.state_dict(),
         }
 
@@ -312,6 +317,7 @@ class LotteryTicket(pl.Callback):
         self._best = dict(state_dict.get("best", {}))
         self._round_start_step = state_dict.get("round_start_step", 0)
         set_rng_state(state_dict.get("rng", {}))
+        self._epoch_metrics = dict(state_dict.get("epoch_metrics", {}))
 
     # ----------------------------------------------------------------------------------------------------------
     # Rounds
@@ -440,6 +446,10 @@ class LotteryTicket(pl.Callback):
             "tolerance": self.tolerance,
             "seed": self.seed,
         }
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if torch.as_tensor(v).numel() == 1}
 
 
 def _to(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:

@@ -74,7 +74,7 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
-        trainer.save_checkpoint(self.dirpath / LAST)  # rank 0 writes; every rank must call it
+        trainer.save_checkpoint(self.dirpath / LAST, weights_only=False)  # rank 0 writes; every rank must call it
 
 
 def _epoch_ends(trainer: pl.Trainer, batch_idx: int) -> bool:

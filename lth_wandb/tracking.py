@@ -22,7 +22,6 @@ import wandb
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from lth_wandb import atomic
 from lth_wandb.callback import LotteryTicket
 from lth_wandb.config import WANDB_MODES
 from lth_wandb.ticket import Ticket
@@ -40,6 +39,7 @@ STEP = "trainer/global_step"  # WandbLogger's x axis for everything it logs
 ROUND = "round"
 IMAGE_KEY = "round/mask_first_layer"
 VAL_ACC, TEST_ACC = "val/acc", "test/acc"
+FLUSH_SECONDS = 1.0  # how often a run's file is written: what a kill can cost of the step-wise curves
 _MIN_IMAGE_SIDE = 64  # pixels: an 8x8 digit is upscaled 8x so it is visible in the W&B UI
 _shown_notices: set[str] = set()
 
@@ -138,6 +138,9 @@ def make_logger(
     init["tags"] = list(tags) or None
     if run_id is not None:
         init.update(id=run_id, resume="allow")
+    if "x_transaction_log_flush_interval" in getattr(wandb.Settings, "model_fields", {}):
+        # W&B writes the run file every 15 s; a run killed sooner would leave nothing of itself on disk.
+        init["settings"] = wandb.Settings(x_transaction_log_flush_interval=FLUSH_SECONDS)
     if os.environ.get("WANDB_SWEEP_ID"):
         # The agent fixes project, entity and run id; wandb.init would ignore ours, with a warning each.
         project, init["entity"] = None, None
@@ -189,26 +192,54 @@ def connectivity_image(values: np.ndarray) -> np.ndarray:
     return np.round(pixels * 255).astype(np.uint8).repeat(factor, axis=0).repeat(factor, axis=1)
 
 
+def sent_before(run: Any) -> set[str]:
+    """What earlier processes of this W&B run wrote to it: ``"round-<r>"`` for a round row and
+    ``"round-<r>/<ticket|model|checkpoint>"`` for an artifact. Empty for a run that is not a resumed one.
+
+    A run killed and resumed with the same id must neither lose nor repeat what reached W&B before the kill;
+    what reached it is what counts, whatever the checkpoint says. Offline, that is the earlier run files of the
+    same id beside this one (a killed process's unflushed rows are not in them, and are logged again).
+    Online, it is the server's copy of the run.
+    """
+    if run.settings.mode == "offline" or getattr(run.settings, "_offline", False):
+        from lth_wandb.runfiles import find_runs, read_run
+
+        current = Path(run.settings.sync_dir).resolve()
+        earlier = [p for p in find_runs(current.parent) if p.name.endswith(f"-{run.id}") and p.resolve() != current]
+        rows, artifacts = [], []
+        for path in earlier:
+            try:
+                written = read_run(path)
+            except (ValueError, RuntimeError, FileNotFoundError):  # killed before W&B first wrote to it
+                continue
+            rows += written.history
+            artifacts += [(a.get("name", ""), a.get("aliases", [])) for a in written.artifacts]
+    elif getattr(run, "resumed", False):
+        earlier = wandb.Api().run(f"{run.entity}/{run.project}/{run.id}")
+        rows = list(earlier.scan_history(keys=[ROUND, "round/density"]))
+        artifacts = [(a.name.split(":")[0], a.aliases) for a in earlier.logged_artifacts()]
+    else:
+        return set()
+    sent = {f"round-{row[ROUND]}" for row in rows if "round/density" in row and ROUND in row}
+    for name, aliases in artifacts:
+        sent |= {f"{alias}/{name.split('-')[0]}" for alias in aliases if alias.startswith("round-")}
+    return sent
+
+
 class RoundCallback(pl.Callback):
     """Base for W&B callbacks that act once per finished :class:`LotteryTicket` round, on global rank 0.
 
     Put it after the ``LotteryTicket`` in ``callbacks``. It does nothing unless the Trainer has a
-    ``WandbLogger``. Subclasses implement :meth:`on_round_end`; the count of handled rounds is checkpointed, so
-    a resumed run does not handle a round twice.
-
-    Args:
-        lottery: the callback whose rounds are handled.
-        journal: a folder (the run's output folder) where the count of handled rounds is also written, atomically,
-            as soon as a round is handled. A run killed after logging a round but before its next checkpoint
-            would otherwise log that round again when resumed. None: the checkpoint alone.
+    ``WandbLogger``. Subclasses implement :meth:`on_round_end`. A resumed run (same W&B run id) neither repeats
+    nor loses a round: what earlier processes of the run wrote is read back at the start (:func:`sent_before`).
     """
 
-    def __init__(self, lottery: LotteryTicket, journal: str | os.PathLike | None = None):
+    def __init__(self, lottery: LotteryTicket):
         if not isinstance(lottery, LotteryTicket):
             raise TypeError(f"lottery must be a LotteryTicket, got {type(lottery).__name__}")
         self.lottery = lottery
         self.handled_rounds = 0  # entries of lottery.history already handled
-        self.journal = Path(journal) / f".{type(self).__name__}.rounds" if journal is not None else None
+        self._sent: set[str] = set()
 
     def on_round_end(self, trainer: pl.Trainer, run: Any, entry: dict[str, Any]) -> None:
         """Called once per finished round with the active W&B run and the round's history entry."""
@@ -216,8 +247,9 @@ class RoundCallback(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.handled_rounds = min(self.handled_rounds, len(self.lottery.history))
-        if self.journal is not None and self.journal.is_file():
-            self.handled_rounds = max(self.handled_rounds, int(self.journal.read_text() or 0))
+        run = self._run(trainer)
+        if run is not None and trainer.ckpt_path is not None:
+            self._sent = sent_before(run)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._handle_new_rounds(trainer)
@@ -227,6 +259,10 @@ class RoundCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.handled_rounds = state_dict.get("handled_rounds", 0)
+
+    def sent(self, key: str) -> bool:
+        """Whether ``key`` (see :func:`sent_before`) reached W&B before this process resumed the run."""
+        return key in self._sent
 
     def _run(self, trainer: pl.Trainer) -> Any:
         if not trainer.is_global_zero:
@@ -241,8 +277,6 @@ class RoundCallback(pl.Callback):
         for entry in self.lottery.history[self.handled_rounds :]:
             self.on_round_end(trainer, run, entry)
             self.handled_rounds += 1
-            if self.journal is not None:
-                atomic.write_text(self.journal, str(self.handled_rounds))
         return run
 
 
@@ -257,16 +291,10 @@ class RoundLogger(RoundCallback):
         input_shape: shape of one input, e.g. ``(C, H, W)``. For images (``(C, H, W)`` or ``(H, W)``) a Linear
             first layer gets a picture of its kept connections per pixel; other shapes, or None, get none.
             Conv first layers get theirs without it.
-        journal: see :class:`RoundCallback`.
     """
 
-    def __init__(
-        self,
-        lottery: LotteryTicket,
-        input_shape: tuple[int, ...] | None = None,
-        journal: str | os.PathLike | None = None,
-    ):
-        super().__init__(lottery, journal)
+    def __init__(self, lottery: LotteryTicket, input_shape: tuple[int, ...] | None = None):
+        super().__init__(lottery)
         if input_shape is not None and (
             not input_shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in input_shape)
         ):
@@ -295,7 +323,9 @@ class RoundLogger(RoundCallback):
             run.define_metric(key, step_metric=ROUND)
 
     def on_round_end(self, trainer: pl.Trainer, run: Any, entry: dict[str, Any]) -> None:
-        run.log(self._row(entry))
+        key = f"round-{entry['round']}"
+        if not self.sent(key):
+            run.log(self._row(entry))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         run = self._handle_new_rounds(trainer)  # catches rounds missed when placed before LotteryTicket

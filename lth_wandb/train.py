@@ -266,7 +266,7 @@ def wandb_callbacks(cfg: DictConfig, lottery: LotteryTicket, dm, logger, output_
     from lth_wandb import tracking
     from lth_wandb.artifacts import TicketArtifacts
 
-    callbacks: list[pl.Callback] = [tracking.RoundLogger(lottery, input_shape=dm.input_shape, journal=output_dir)]
+    callbacks: list[pl.Callback] = [tracking.RoundLogger(lottery, input_shape=dm.input_shape)]
     w = cfg.wandb
     if w.log_artifacts:
         callbacks.append(
@@ -278,7 +278,6 @@ def wandb_callbacks(cfg: DictConfig, lottery: LotteryTicket, dm, logger, output_
                 ttl_days=w.artifact_ttl_days,
                 registry=w.registry,
                 log_checkpoint=w.log_resume_checkpoint,
-                journal=output_dir,
             )
         )
     return callbacks

@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import lth_train
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
@@ -194,13 +195,64 @@ def test_lth_train_end_to_end_offline_run_read_back(tmp_path):
 
 
 def test_failure_during_training_marks_the_run_failed(tmp_path):
+    """A full disk at the first checkpoint (injected by tests/faults): one line, exit 1, the W&B run failed."""
+    from conftest import subprocess_env
+
     from lth_wandb.runfiles import find_runs, read_run
 
-    result = tiny_train(tmp_path, "pruning.monitor=val/f1")
-    assert result.returncode == 2
-    assert "monitor='val/f1' was not logged" in result.stderr.strip().splitlines()[-1]
+    env = subprocess_env(LTH_FAULT="enospc:*/checkpoints/*.tmp:1", PYTHONPATH=str(ROOT / "tests" / "faults"))
+    command = [sys.executable, "-m", "lth_wandb.train", "pruning.rounds=1", "pruning.epochs_per_round=1"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("lth-train: disk full: [Errno 28]")
     run = read_run(find_runs(tmp_path / "wandb")[0])
     assert run.state == "failed" and run.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pruning.parameters=[nothing*]"], "pruning: parameters=['nothing*'] selects no tensor"),
+        (["model._target_=torch.nn.Identity"], "selects no tensor of Classifier"),
+        (["pruning.rewind=100000"], "rewind=100000 is beyond round 0, which has 22 optimizer steps"),
+        (["pruning.monitor=val/f1"], "monitor='val/f1' is not logged by the Classifier"),
+        (["+pruning.bogus=1"], "pruning.bogus is not a setting of lth-train"),
+        (["+pruning.prune_rat=0.3"], "did you mean pruning.prune_rate?"),
+        (["+pruning.layer_rates={fc9.weight:0.1}"], "layer_rates globs ['fc9.weight'] match none"),
+        (["pruning.rewind=none", "pruning.control=reinit"], "control='reinit' with rewind='none'"),
+        (["trainer.limit_train_batches=0"], "limit_train_batches=0.0 must be a fraction in (0, 1]"),
+        (["trainer.val_every_n_steps=-5"], "trainer.val_every_n_steps=-5 must be >= 1"),
+        (["trainer.val_every_n_steps=0"], "trainer.val_every_n_steps=0 must be >= 1"),
+        (["trainer=gpu"], "no GPU is visible") if not torch.cuda.is_available() else (["seed=-2"], "seed=-2"),
+        (["seed=-1"], "seed=-1 must be a whole number in [0, 4294967295]"),
+        (["seed=99999999999999"], "seed=99999999999999 must be"),
+        (["ticket=/nonexistent/ticket"], "ticket: ticket='/nonexistent/ticket' is neither"),
+        (["resume=/nonexistent/last.ckpt"], "resume=/nonexistent/last.ckpt: no such file or folder"),
+        (["resume=last"], "resume=last: no run under ./outputs"),
+    ],
+)
+def test_user_mistakes_fail_in_one_line_before_wandb_starts(monkeypatch, tmp_path, capsys, args, message):
+    code = run_main(monkeypatch, tmp_path, "pruning.rounds=1", "pruning.epochs_per_round=1", *args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("lth-train: error: "), err
+    assert message in err[0]
+    assert not (tmp_path / "wandb").exists()  # no W&B run left behind
+
+
+def test_resume_of_a_file_that_is_not_a_checkpoint(monkeypatch, tmp_path, capsys):
+    (tmp_path / "last.ckpt").write_text("not a checkpoint")
+    assert run_main(monkeypatch, tmp_path, f"resume={tmp_path / 'last.ckpt'}") == 2
+    assert "is not a Lightning checkpoint" in capsys.readouterr().err
+
+
+def test_ticket_file_errors_name_the_ticket_and_leave_no_run(monkeypatch, tmp_path, capsys):
+    ticket = tmp_path / "ticket"
+    ticket.mkdir()
+    (ticket / "ticket.json").write_text('{"format": 1, "sha256": ')  # truncated
+    assert run_main(monkeypatch, tmp_path, f"ticket={ticket}") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ticket: " in err[0] and "ticket.json" in err[0], err
+    assert not (tmp_path / "wandb").exists()
 
 
 @pytest.mark.slow

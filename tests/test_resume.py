@@ -1,0 +1,181 @@
+"""Nothing lost: ``lth-train`` itself, SIGKILLed at chosen moments, resumes with the README's command into the same
+run folder and the same W&B run, and ends with the same tickets, history and round rows as an uninterrupted run.
+
+Real processes throughout. The moments of a kill are chosen by tests/faults/sitecustomize.py, which sends the
+process SIGKILL from inside a file write; nothing in lth_wandb knows about it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import subprocess_env
+
+from lth_wandb.runfiles import find_runs, read_run
+
+pytestmark = pytest.mark.slow
+FAULTS = Path(__file__).parent / "faults"
+# 4 rounds of 2 epochs: 8 epoch-end checkpoints, tickets at the end of epochs 1, 3, 5 and 7.
+RUN = ("pruning.rounds=3", "pruning.epochs_per_round=2", "trainer.enable_progress_bar=false")
+TIMINGS = ("seconds",)  # wall-clock facts, the only thing two identical runs may disagree on
+
+
+def lth_train(cwd: Path, *args: str, fault: str | None = None) -> subprocess.Popen:
+    env = subprocess_env(**({"LTH_FAULT": fault, "PYTHONPATH": str(FAULTS)} if fault else {}))
+    command = [sys.executable, "-m", "lth_wandb.train", *args]
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def run_folder(cwd: Path) -> Path:
+    (folder,) = cwd.glob("outputs/*/*")
+    return folder
+
+
+def tickets(folder: Path) -> dict[str, object]:
+    """Every round's ticket and model files: bytes of the tensors, ticket.json less its timings."""
+    found = {}
+    for path in sorted((folder / "tickets").rglob("*")):
+        key = str(path.relative_to(folder))
+        if path.suffix == ".safetensors":
+            found[key] = path.read_bytes()
+        elif path.name == "ticket.json":
+            manifest = json.loads(path.read_text())
+            found[key] = {k: v for k, v in manifest["metadata"].items() if k not in TIMINGS}
+    return found
+
+
+def round_rows(cwd: Path) -> tuple[set[str], list[dict]]:
+    """The W&B run ids in ``cwd/wandb`` and the round rows of all their run files, in order (media left out)."""
+    runs = [read_run(path) for path in find_runs(cwd / "wandb")]
+    rows = [
+        {k: v for k, v in row.items() if k.startswith("round") and not isinstance(v, dict)}
+        for run in runs
+        for row in run.history
+        if "round/density" in row
+    ]
+    return {run.run_id for run in runs}, rows
+
+
+def artifact_versions(cwd: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """(artifact name, round aliases) of every artifact the run files logged."""
+    logged = []
+    for path in find_runs(cwd / "wandb"):
+        for artifact in read_run(path).artifacts:
+            aliases = tuple(a for a in artifact.get("aliases", []) if a.startswith("round-"))
+            logged.append((artifact.get("name", "").split("-")[0], aliases))
+    return sorted(logged)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    result = finish(lth_train(cwd, *RUN))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd
+
+
+def assert_same_as(uninterrupted: Path, cwd: Path) -> None:
+    folder = run_folder(cwd)
+    assert tickets(folder) == tickets(run_folder(uninterrupted))
+    ids, rows = round_rows(cwd)
+    expected_ids, expected_rows = round_rows(uninterrupted)
+    record = json.loads((folder / "run.json").read_text())
+    assert ids == {record["wandb_run_id"]} and record["status"] == "finished"  # one W&B run, resumed
+    assert [r["round"] for r in rows] == [0, 1, 2, 3]  # no round row lost or logged twice
+    assert rows == expected_rows
+    assert artifact_versions(cwd) == artifact_versions(uninterrupted)
+
+
+def kill_and_resume(cwd: Path, fault: str) -> None:
+    killed = finish(lth_train(cwd, *RUN, fault=fault))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    checkpoint = run_folder(cwd) / "checkpoints" / "last.ckpt"
+    torch.load(checkpoint, weights_only=False)  # whatever the moment, the checkpoint on disk loads
+    readme_command = f"resume={checkpoint.relative_to(cwd)}"  # README: resume=outputs/<date>/<time>/checkpoints/...
+    resumed = finish(lth_train(cwd, readme_command))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "replace:*/tickets/round-1/model/ticket.json:1",  # just after a round boundary: tickets written, no checkpoint
+        "fsync:*/tickets/round-2/ticket/*.tmp:1",  # while a ticket artifact is being written
+        "fsync:*/checkpoints/.last.ckpt.*.tmp:4",  # while a checkpoint is being written
+    ],
+    ids=["after-round-boundary", "mid-ticket-write", "mid-checkpoint-write"],
+)
+def test_sigkill_at_a_write_then_resume_matches_uninterrupted(tmp_path, uninterrupted, fault):
+    kill_and_resume(tmp_path, fault)
+    assert_same_as(uninterrupted, tmp_path)
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
+    process = lth_train(tmp_path, *RUN)
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob("outputs/*/*/checkpoints/last.ckpt")):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-3000:]
+        time.sleep(0.05)
+    time.sleep(0.5)  # well inside the next epoch (an epoch takes about a second here)
+    os.kill(process.pid, signal.SIGKILL)
+    assert finish(process).returncode == -signal.SIGKILL
+    resumed = finish(lth_train(tmp_path, f"resume={run_folder(tmp_path)}"))  # the run folder works too
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_as(uninterrupted, tmp_path)
+
+
+def test_full_disk_keeps_the_last_checkpoint_and_fails_in_one_line(tmp_path, uninterrupted):
+    failed = finish(lth_train(tmp_path, *RUN, fault="enospc:*/checkpoints/.last.ckpt.*.tmp:3"))
+    assert failed.returncode == 1
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("lth-train: disk full: [Errno 28] No space left on device"), failed.stderr[-3000:]
+    folder = run_folder(tmp_path)
+    assert f"lth-train resume={folder}" in failed.stderr  # says how to continue
+    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1  # the 2nd save
+    assert not list((folder / "checkpoints").glob(".*.tmp"))  # no half-written file left behind
+    (run,) = [read_run(p) for p in find_runs(tmp_path / "wandb")]
+    assert run.state == "failed" and run.exit_code == 1
+    resumed = finish(lth_train(tmp_path, f"resume={folder}"))  # space is back
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_as(uninterrupted, tmp_path)
+
+
+def test_a_real_full_disk_during_a_checkpoint(tmp_path, uninterrupted):
+    """A 4 MiB tmpfs holds the run folder; filled up after the first checkpoint (needs root to mount)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        folder = disk / "run"
+        process = lth_train(tmp_path, *RUN, f"hydra.run.dir={folder}")
+        while not (folder / "checkpoints" / "last.ckpt").exists():
+            assert process.poll() is None, process.stderr.read()[-3000:]
+            time.sleep(0.02)
+        filler = disk / "filler"
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        filler.write_bytes(b"\0" * max(0, free - 64 * 1024))  # a checkpoint is ~1.5 MB
+        failed = finish(process)
+        assert failed.returncode == 1, failed.stderr[-3000:]
+        assert "lth-train: disk full:" in failed.stderr
+        state = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)  # still loads
+        assert state["epoch"] >= 0
+        filler.unlink()  # space is back
+        resumed = finish(lth_train(tmp_path, f"resume={folder}"))
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert tickets(folder) == tickets(run_folder(uninterrupted))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
