@@ -25,20 +25,22 @@ def assert_same_tensors(a: dict, b: dict):
         assert torch.equal(a[key], b[key]), key
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+@pytest.fixture(scope="module", params=[[], ["--shuffle"]], ids=["fixed-order", "shuffled"])
+def uninterrupted(tmp_path_factory, request):
     out = tmp_path_factory.mktemp("full")
-    result = run(out)
+    result = run(out, *request.param)
     assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    return out, request.param
 
 
 # Epochs 0-1 are round 0, 2-3 round 1, 4-5 round 2, 6-7 round 3. Stalling in epoch 3 resumes from the
 # checkpoint of epoch 2 (mid-round); stalling in epoch 4 resumes from epoch 3's, saved just before the round ends.
+# "shuffled": the user's DataLoader draws each epoch's order from the global RNG, which LotteryTicket checkpoints.
 @pytest.mark.parametrize("stall_epoch", [3, 4])
 def test_sigkill_mid_round_then_resume_matches_uninterrupted(tmp_path, uninterrupted, stall_epoch):
+    uninterrupted, flags = uninterrupted
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(tmp_path), "--stall-at-epoch", str(stall_epoch)],
+        [sys.executable, str(SCRIPT), str(tmp_path), "--stall-at-epoch", str(stall_epoch), *flags],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -53,7 +55,7 @@ def test_sigkill_mid_round_then_resume_matches_uninterrupted(tmp_path, uninterru
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "final.safetensors").exists()
 
-    result = run(tmp_path, "--resume")
+    result = run(tmp_path, "--resume", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_tensors(load_file(tmp_path / "final.safetensors"), load_file(uninterrupted / "final.safetensors"))
     assert (tmp_path / "history.txt").read_text() == (uninterrupted / "history.txt").read_text()

@@ -1,9 +1,10 @@
 """A small LotteryTicket run used by the kill/resume and DDP tests (run as a subprocess).
 
-    python train_tiny.py OUT [--stall-at-epoch E] [--resume] [--ddp]
+    python train_tiny.py OUT [--stall-at-epoch E] [--resume] [--ddp] [--shuffle]
 
 Writes OUT/final.safetensors (masks and weights) when training ends; with --ddp every rank writes its masks and
-weights at the start of every epoch to OUT/rank<r>_epoch<e>.safetensors.
+weights at the start of every epoch to OUT/rank<r>_epoch<e>.safetensors. --shuffle: a training DataLoader with
+shuffle=True and no generator of its own, so each epoch's order comes from torch's global RNG.
 """
 
 import argparse
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from safetensors.torch import save_file
+from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import TinyNet, loaders  # noqa: E402
@@ -49,6 +51,7 @@ def main():
     parser.add_argument("--stall-at-epoch", type=int)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--ddp", action="store_true")
+    parser.add_argument("--shuffle", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -69,6 +72,8 @@ def main():
         strategy="ddp" if args.ddp else "auto",
     )
     train, val = loaders()
+    if args.shuffle:
+        train = DataLoader(train.dataset, batch_size=train.batch_size, shuffle=True)
     ckpt = args.out / "ckpt" / "last.ckpt" if args.resume else None
     trainer.fit(TinyNet(scheduler=True), train, val, ckpt_path=ckpt)
     if trainer.global_rank == 0:
