@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,3 +180,34 @@ def test_a_real_full_disk_during_a_checkpoint(tmp_path, uninterrupted):
         assert tickets(folder) == tickets(run_folder(uninterrupted))
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_resuming_a_finished_run_says_so_and_starts_no_wandb_run(uninterrupted):
+    runs_before = find_runs(uninterrupted / "wandb")
+    result = finish(lth_train(uninterrupted, f"resume={run_folder(uninterrupted)}"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "already finished" in result.stdout and "nothing to resume" in result.stdout
+    assert find_runs(uninterrupted / "wandb") == runs_before
+
+
+def test_an_override_that_changes_the_run_is_refused_naming_the_key(tmp_path, uninterrupted):
+    folder = tmp_path / "outputs" / "day" / "run"
+    shutil.copytree(run_folder(uninterrupted), folder)
+    record = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**record, "status": "running"}))  # as if killed
+    result = finish(lth_train(tmp_path, f"resume={folder}/checkpoints/last.ckpt", "pruning.rounds=5"))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("lth-train: error: resume: pruning.rounds=5 differs from the run being resumed")
+    assert not (tmp_path / "wandb").exists()
+    allowed = finish(lth_train(tmp_path, f"resume={folder}", "trainer.enable_progress_bar=false", "logger=none"))
+    assert allowed.returncode == 2 and "logger.name='none' differs" in allowed.stderr
+
+
+def test_paths_with_spaces(tmp_path):
+    folder = tmp_path / "my runs" / "lenet 1"
+    quoted = f"hydra.run.dir='{folder}'"  # README: quote a path with spaces for Hydra
+    first = finish(lth_train(tmp_path, "pruning.rounds=0", "pruning.epochs_per_round=1", "logger=none", quoted))
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = finish(lth_train(tmp_path, f"resume={folder / 'checkpoints' / 'last.ckpt'}"))
+    assert again.returncode == 0 and "already finished" in again.stdout, again.stderr[-3000:]
