@@ -101,15 +101,17 @@ class Ticket:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         blobs = self._serialize(parts)
-        _write_all(directory, blobs)
         manifest = {
             "format": FORMAT_VERSION,
             "mask_shapes": {name: list(m.shape) for name, m in self.masks.items()},
             "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()},
             "metadata": self.metadata,
         }
+        # Encoded before any file is written: metadata JSON cannot hold must not cost the previous ticket.
+        manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        _write_all(directory, blobs)
         # Last, so the checksums it carries always describe complete files.
-        atomic.write_bytes(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        atomic.write_bytes(directory / MANIFEST, manifest_bytes)
         return directory
 
     def _serialize(self, parts: tuple[str, ...]) -> dict[str, bytes]:
@@ -315,7 +317,7 @@ def _read_masks(directory: Path, digest: str, shapes: dict[str, list[int]]) -> M
         needed = (math.prod(shape) + 7) // 8  # exact Python ints: a huge hostile shape cannot wrap around
         if bits.dtype != torch.uint8 or tuple(bits.shape) != (needed,):
             raise ValueError(
-                f"{path}: mask {name!r} is {bits.dtype} of shape {tuple(bits.shape)}, but its shape {shape} in "
+                f"{path}: mask {_short(name)} is {bits.dtype} of shape {tuple(bits.shape)}, but its shape {shape} in "
                 f"{MANIFEST} needs torch.uint8 of shape ({needed},). {_REFETCH}"
             )
         masks[name] = M.unpack_bits(bits, shape)
