@@ -33,7 +33,8 @@ class SweepRecord:
         config: the sweep file's content.
         sweep_id: the local sweep id, kept across restarts.
         runs: one dict per started run, in start order: ``run_id``, ``params``, ``state``, ``exit_code``,
-            ``history`` (the metric's logged values), ``summary`` (scalar W&B summary), ``metric_value``...
+            ``history`` (the metric's logged values), ``summary`` (scalar W&B summary), ``metric_value``,
+            ``attempt`` (2, 3... for a cut-off run started again under its id)...
     """
 
     FILE = "sweep.json"

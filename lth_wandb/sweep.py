@@ -351,7 +351,8 @@ def _prctl():
 
 def _die_with(parent: int):
     """A ``preexec_fn`` that has the kernel SIGKILL the child when ``parent`` (lth-sweep) dies, even by SIGKILL,
-    so no run finishes unseen and is then run again. Linux only."""
+    so no run finishes unseen and is then run again. Linux only. The kernel watches the thread that started the
+    child: lth-sweep starts its runs from its main thread."""
     prctl = _prctl()
 
     def setup() -> None:
