@@ -1,12 +1,23 @@
 # Everything a newcomer needs: `make demo` (install + run lth-train offline) and `make test` (install + tests).
 # TORCH_SPEC pins the CPU wheel that CI machines carry on disk; elsewhere use e.g. `make test TORCH_SPEC=torch`.
+# `make test-oldest` runs the version-sensitive tests again in a second venv with the oldest releases we admit.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+# The oldest releases pyproject.toml admits of the dependencies whose behaviour changes between releases (Lightning
+# 2.6 changed ModelCheckpoint's save_last). They MUST equal pyproject's floors ("wandb>=0.31" -> wandb==0.31);
+# test-oldest checks that before installing.
+OLDEST_PINS = pytorch-lightning==2.5.3 hydra-core==1.3.2 wandb==0.31
+# The tests that depend on them: checkpoints and resume (Lightning), W&B run files and artifacts (wandb), lth-train
+# (Hydra). One file per entry; add new resume or W&B test files here.
+OLDEST_TESTS = tests/test_tracking.py tests/test_artifacts.py tests/test_train.py tests/test_resume_ddp.py
+OLDEST_VENV ?= .venv-oldest
+OLDEST_STAMP = $(OLDEST_VENV)/.installed
+
+.PHONY: install demo test test-oldest lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +28,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(OLDEST_STAMP): pyproject.toml Makefile
+	@for pin in $(OLDEST_PINS); do \
+	  grep -q "\"$${pin%%==*}>=$${pin#*==}[\",<]" pyproject.toml \
+	    || { echo "Makefile: OLDEST_PINS has $$pin, but that is not a floor in pyproject.toml; make them match." >&2; exit 2; }; \
+	done
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -e ".[dev]" $(OLDEST_PINS)
+	touch $(OLDEST_STAMP)
+
 demo: install
 	$(BIN)/lth-train
 	$(BIN)/lth-report --offline wandb/latest-run --html report/report.html
@@ -25,6 +47,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# Slow tests included: resume and DDP are the ones most likely to differ between Lightning releases.
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_VENV)/bin/python -m pytest -q -m "not slow or slow" $(OLDEST_TESTS)
+
 lint: install
 	$(BIN)/ruff check lth_wandb tests benchmarks
 
@@ -32,4 +58,4 @@ bench: install
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) outputs multirun wandb lightning_logs report
+	rm -rf $(VENV) $(OLDEST_VENV) outputs multirun wandb lightning_logs report
