@@ -160,6 +160,12 @@ class LotteryTicket(pl.Callback):
             f"dense_{metric.replace('/', '_')}": by_round[0]["metrics"].get(metric) if 0 in by_round else None,
         }
 
+    def masks_of(self, round: int) -> M.Masks:
+        """The masks round ``round`` trained with (not a copy: do not modify)."""
+        if round not in self._states.masks:
+            raise ValueError(f"round={round!r} has no masks yet; available rounds: {sorted(self._states.masks)}")
+        return self._states.masks[round]
+
     def ticket(self, round: int | None = None) -> Ticket:
         """The ticket of ``round`` (default: the latest): its mask, the weights it starts from, and the weights
         it trained to (None while that round is still training)."""

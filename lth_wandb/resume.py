@@ -73,6 +73,8 @@ def open_record(folder: Path, config: dict[str, Any], resuming: bool) -> RunReco
     """The run record of ``folder``: the saved one when resuming (its config must match ``config``), else a new
     one with a fresh W&B run id (the agent's, under ``wandb agent``). Written before W&B starts."""
     saved = RunRecord.read(folder)
+    if _launched_rank() > 0:  # a DDP rank Lightning started: rank 0 owns the record (and W&B)
+        return saved or RunRecord(folder, config, "")
     if saved is not None and not resuming:
         raise ResumeError(
             f"{folder} already holds a run (W&B id {saved.wandb_run_id}). Hint: continue it with resume={folder}, "
@@ -108,7 +110,7 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
         SystemExit: (code 0) the run already finished.
     """
     refs = [a for a in argv if _key(a) == "resume"]
-    if not refs:
+    if not refs or _launched_rank() > 0:  # DDP ranks are started with rank 0's command line, already expanded
         return list(argv)
     value = refs[-1].split("=", 1)[1]
     if value in ("", "null", "None"):
@@ -183,6 +185,11 @@ def saved_overrides(folder: Path) -> list[str]:
         return []
     overrides = yaml.safe_load(path.read_text()) or []
     return [o for o in overrides if _key(o) != "resume"]
+
+
+def _launched_rank() -> int:
+    """The local rank of a process Lightning launched for DDP (it sets LOCAL_RANK); 0 for the one a user started."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
 
 
 def _key(override: str) -> str:

@@ -249,7 +249,10 @@ class RoundCallback(pl.Callback):
         self.handled_rounds = min(self.handled_rounds, len(self.lottery.history))
         run = self._run(trainer)
         if run is not None and trainer.ckpt_path is not None:
+            # The run file, not the checkpoint, says what reached W&B: rounds the checkpoint counts as handled
+            # may not have been written before the kill, so every finished round is looked at again.
             self._sent = sent_before(run)
+            self.handled_rounds = 0
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._handle_new_rounds(trainer)
@@ -358,10 +361,10 @@ class RoundLogger(RoundCallback):
         return {k: v for k, v in row.items() if v is not None}
 
     def _mask_image(self, round: int) -> wandb.Image | None:
-        if not self.lottery.masks:
+        masks = self.lottery.masks_of(round)  # a resumed run may log an earlier round's row late
+        if not masks:
             return None
-        # At a round's last epoch end the live masks are still that round's: pruning waits for the next round.
-        name, mask = next(iter(self.lottery.masks.items()))
+        name, mask = next(iter(masks.items()))
         values = first_layer_connectivity(mask, self.input_shape)
         if values is None:
             is_image = self.input_shape is not None and len(self.input_shape) in (2, 3)
