@@ -34,7 +34,7 @@ from lth_wandb.arguments import (
     check_tolerance,
     load_ticket_arg,
 )
-from lth_wandb.pruning import check_rate, check_scope, prune, rate_overrides, shuffle_positions
+from lth_wandb.pruning import check_rate, check_scope, matches, prune, rate_overrides, shuffle_positions
 from lth_wandb.rewind import RoundStates, fresh_values, masked, reinit_owner
 from lth_wandb.rng import rng_state, set_rng_state
 from lth_wandb.ticket import Ticket, check_compatible
@@ -201,11 +201,11 @@ class LotteryTicket(pl.Callback):
                 reinitialised for ``control="reinit"``, or the ticket does not fit ``module``.
         """
         names = self._select(module)
-        unmatched = [glob for glob in self.layer_rates if not any(fnmatchcase(n, glob) for n in names)]
+        unmatched = [key for key in self.layer_rates if not any(matches(n, key) for n in names)]
         if unmatched:
             raise ValueError(
                 f"layer_rates globs {unmatched} match none of the pruned tensors {names[:10]}. Hint: globs match "
-                "whole names, e.g. '*out.weight' or '*fc3.weight'"
+                "whole names, e.g. '*out.weight'; a key without * matches a name's end, e.g. 'out.weight'"
             )
         if self.control == "reinit":
             for name in names:

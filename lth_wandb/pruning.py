@@ -39,14 +39,22 @@ def check_scope(scope: str) -> str:
 
 
 def rate_overrides(names, layer_rates: Mapping[str, float] | None) -> dict[str, float]:
-    """Map each name to its overriding rate: the first glob in ``layer_rates`` that matches it wins."""
+    """Map each name to its overriding rate: the first pattern in ``layer_rates`` that matches it wins."""
     overrides = {}
     for name in names:
         for pattern, rate in (layer_rates or {}).items():
-            if fnmatchcase(name, pattern):
+            if matches(name, pattern):
                 overrides[name] = check_rate(rate, f"layer_rates[{pattern!r}]", allow_zero=True)
                 break
     return overrides
+
+
+def matches(name: str, pattern: str) -> bool:
+    """A glob (``*out.weight``) matches whole names; a key without glob characters (``out.weight``) also matches as
+    a dotted suffix (``net.out.weight``), since Hydra's command line cannot write ``*`` in a dict key."""
+    if fnmatchcase(name, pattern):
+        return True
+    return not any(c in pattern for c in "*?[") and name.endswith("." + pattern)
 
 
 def prune(

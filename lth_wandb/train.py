@@ -395,11 +395,21 @@ def _app(cfg: DictConfig) -> Any:
         _exit_with(error, code=1, what="disk full")
 
 
+# Hydra cannot write `*` in a dict key on the command line, and merges a dict given there into the preset's.
+LAYER_RATES_HINT = (
+    "Hint: a pruning.layer_rates key without * matches a tensor name's end: +pruning.layer_rates={fc1.weight:0.1} "
+    "adds one, pruning.layer_rates={out.weight:0.1} changes one the preset has; to replace a preset's glob keys, "
+    "write layer_rates in a YAML of your own (--config-dir)"
+)
+
+
 def one_line(error: BaseException) -> str:
     """The error and its cause, joined on one line (Hydra's and OmegaConf's messages span several)."""
     parts = [str(error)]
     if error.__cause__ is not None and str(error.__cause__) not in parts[0]:
         parts.append(str(error.__cause__))
+    if "layer_rates" in parts[0] and isinstance(error, (HydraException, OmegaConfBaseException)):
+        parts.append(LAYER_RATES_HINT)
     return " ".join(" ".join(line.strip() for line in part.splitlines() if line.strip()) for part in parts)
 
 

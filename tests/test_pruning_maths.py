@@ -114,3 +114,15 @@ def test_shuffle_positions_keeps_counts_and_nesting():
     assert int(shuffled["w"].sum()) == int(new["w"].sum())
     assert not torch.any(shuffled["w"] & ~old["w"])
     assert not torch.equal(shuffled["w"], new["w"])
+
+
+def test_layer_rate_keys_are_globs_or_dotted_suffixes():
+    from lth_wandb.pruning import matches, rate_overrides
+
+    names = ["net.fc1.weight", "net.out.weight", "net.xout.weight"]
+    assert [n for n in names if matches(n, "*out.weight")] == ["net.out.weight", "net.xout.weight"]
+    assert [n for n in names if matches(n, "out.weight")] == ["net.out.weight"]  # a whole dotted suffix only
+    assert [n for n in names if matches(n, "fc1.weight")] == ["net.fc1.weight"]
+    assert rate_overrides(names, {"fc1.weight": 0.1, "*weight": 0.3}) == {
+        "net.fc1.weight": 0.1, "net.out.weight": 0.3, "net.xout.weight": 0.3,
+    }  # fmt: skip

@@ -219,6 +219,7 @@ def test_failure_during_training_marks_the_run_failed(tmp_path):
         (["+pruning.bogus=1"], "pruning.bogus is not a setting of lth-train"),
         (["+pruning.prune_rat=0.3"], "did you mean pruning.prune_rate?"),
         (["+pruning.layer_rates={fc9.weight:0.1}"], "layer_rates globs ['fc9.weight'] match none"),
+        (["pruning.layer_rates={out.weight:0.1}"], "Hint: a pruning.layer_rates key without * matches"),
         (["pruning.rewind=none", "pruning.control=reinit"], "control='reinit' with rewind='none'"),
         (["trainer.limit_train_batches=0"], "limit_train_batches=0.0 must be a fraction in (0, 1]"),
         (["trainer.val_every_n_steps=-5"], "trainer.val_every_n_steps=-5 must be >= 1"),
