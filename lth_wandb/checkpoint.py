@@ -9,6 +9,7 @@ leaves a truncated ``last.ckpt`` that no longer loads; here the previous one sta
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"storage_options={storage_options!r} is not supported by {type(self).__name__}")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Serialised in memory first, as Lightning does: torch's zip writer reports a full disk as a RuntimeError
+        # ("unexpected pos"), while a plain write raises the OSError (ENOSPC) that lth-train explains in one line.
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
         # Checkpoints hold the run's whole state; unlike tickets they are not meant to be shared.
-        with atomic.atomic_open(path, mode=0o600) as f:
-            torch.save(checkpoint, f)
+        atomic.write_bytes(path, buffer.getbuffer(), mode=0o600)
 
 
 class LastCheckpoint(Checkpoint):

@@ -58,9 +58,21 @@ def tickets(folder: Path) -> dict[str, object]:
     return found
 
 
+def written_runs(cwd: Path) -> list:
+    """Every attempt's run file in ``cwd/wandb`` that holds records: an attempt killed before W&B first wrote to
+    its file (a loaded machine, a kill within W&B's first flush) holds none, and everything of it is logged again."""
+    runs = []
+    for path in find_runs(cwd / "wandb"):
+        try:
+            runs.append(read_run(path))
+        except ValueError:
+            continue
+    return runs
+
+
 def round_rows(cwd: Path) -> tuple[set[str], list[dict]]:
     """The W&B run ids in ``cwd/wandb`` and the round rows of all their run files, in order (media left out)."""
-    runs = [read_run(path) for path in find_runs(cwd / "wandb")]
+    runs = written_runs(cwd)
     rows = [
         {k: v for k, v in row.items() if k.startswith("round") and not isinstance(v, dict)}
         for run in runs
@@ -73,8 +85,8 @@ def round_rows(cwd: Path) -> tuple[set[str], list[dict]]:
 def artifact_versions(cwd: Path) -> list[tuple[str, tuple[str, ...]]]:
     """(artifact name, round aliases) of every artifact the run files logged."""
     logged = []
-    for path in find_runs(cwd / "wandb"):
-        for artifact in read_run(path).artifacts:
+    for run in written_runs(cwd):
+        for artifact in run.artifacts:
             aliases = tuple(a for a in artifact.get("aliases", []) if a.startswith("round-"))
             logged.append((artifact.get("name", "").split("-")[0], aliases))
     return sorted(logged)
@@ -155,10 +167,10 @@ def test_full_disk_keeps_the_last_checkpoint_and_fails_in_one_line(tmp_path, uni
 
 
 def test_a_real_full_disk_during_a_checkpoint(tmp_path, uninterrupted):
-    """A 4 MiB tmpfs holds the run folder; filled up after the first checkpoint (needs root to mount)."""
+    """An 8 MiB tmpfs holds the run folder; filled up after the first checkpoint (needs root to mount)."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         folder = disk / "run"
