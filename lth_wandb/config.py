@@ -13,6 +13,8 @@ from typing import Any
 
 @dataclass
 class DataConfig:
+    # Your own LightningDataModule class instead of a built-in dataset; its arguments as +data.<arg>=<value>.
+    _target_: str | None = None
     name: str = "digits"
     root: str | None = None
     batch_size: int = 60
@@ -136,13 +138,15 @@ OBJECTIVES = ("ticket/winning_density", "ticket/winning_round")
 
 def check_known_keys(config: dict[str, Any], schema: type = Config, prefix: str = "") -> None:
     """Refuse keys the schema does not have. Hydra lets ``+pruning.bogus=1`` through even on a typed config (``+``
-    opens it); a misspelt setting would then be silently ignored. ``model`` and ``data.options`` stay open: they are
-    passed on to a user's class.
+    opens it); a misspelt setting would then be silently ignored. ``model``, ``data.options`` and a ``data`` with a
+    ``_target_`` stay open: they are passed on to a user's class.
 
     Raises:
         ValueError: naming the unknown key and the closest known one.
     """
     known = {f.name: f for f in fields(schema)}
+    if config.get("_target_"):  # a user's class takes arguments of its own
+        return
     for key, value in config.items():
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)

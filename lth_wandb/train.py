@@ -15,6 +15,7 @@ import inspect
 import math
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ from omegaconf.errors import OmegaConfBaseException
 from lth_wandb import resume
 from lth_wandb.callback import LotteryTicket
 from lth_wandb.checkpoint import AtomicCheckpointIO, LastCheckpoint
-from lth_wandb.config import OBJECTIVES, WANDB_MODES, check_known_keys
-from lth_wandb.data import ClassificationDataModule
+from lth_wandb.config import OBJECTIVES, WANDB_MODES, DataConfig, check_known_keys
+from lth_wandb.data import ClassificationDataModule, YourData
 from lth_wandb.models import Classifier
 from lth_wandb.progress import RoundProgressBar, print_rounds
 
@@ -42,7 +43,13 @@ MAX_SEED = 2**32 - 1  # numpy's seed range, which seed_everything shares
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, HydraException, OmegaConfBaseException)
 
 
-def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """A built-in dataset by ``data.name``, or your own LightningDataModule by ``data._target_``; set up now, so
+    missing data fails before W&B starts rather than minutes in."""
+    if cfg.data.get("_target_"):
+        dm = YourData(build_your_datamodule(cfg))
+        dm.setup("fit")
+        return dm
     data = cfg.data
     val_size = data.val_size
     if val_size is not None and val_size >= 1:
@@ -61,11 +68,24 @@ def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
         eval_batch_size=data.eval_batch_size,
         **OmegaConf.to_container(data.options, resolve=True),
     )
-    dm.setup("fit")  # load now: missing data should fail before W&B starts, not minutes in
+    dm.setup("fit")
     return dm
 
 
-def build_model(cfg: DictConfig, dm: ClassificationDataModule) -> pl.LightningModule:
+def build_your_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """``data._target_`` with its own arguments (``+data.<arg>=<value>``); ``batch_size``, ``num_workers`` and
+    ``seed`` are passed on too when its constructor takes them."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    target = data.pop("_target_")
+    builtin = {f.name for f in fields(DataConfig)}
+    kwargs = {k: v for k, v in data.items() if k not in builtin}
+    accepted = inspect.signature(hydra.utils.get_class(target)).parameters
+    shared = {"batch_size": data["batch_size"], "num_workers": data["num_workers"], "seed": cfg.seed}
+    kwargs.update({k: v for k, v in shared.items() if k in accepted and k not in kwargs})
+    return hydra.utils.instantiate({"_target_": target, **kwargs})
+
+
+def build_model(cfg: DictConfig, dm: pl.LightningDataModule) -> pl.LightningModule:
     """The network of ``cfg.model`` as a LightningModule: a plain ``nn.Module`` is wrapped in ``Classifier``."""
     net = _in_section("model", build_net, cfg, dm)
     if isinstance(net, pl.LightningModule):
@@ -73,21 +93,21 @@ def build_model(cfg: DictConfig, dm: ClassificationDataModule) -> pl.LightningMo
     return _in_section("optimizer", build_classifier, cfg, net)
 
 
-def build_net(cfg: DictConfig, dm: ClassificationDataModule):
+def build_net(cfg: DictConfig, dm: pl.LightningDataModule):
     """Instantiate ``cfg.model``; sizes the dataset decides are filled in when the constructor takes them."""
     if "_target_" not in cfg.model:
         raise ValueError("model has no _target_; pick a preset (model=lenet_300_100) or give model._target_")
     cls = hydra.utils.get_class(cfg.model._target_)
-    c, *spatial = dm.input_shape
     known = {
-        "in_features": dm.in_features,
-        "in_channels": c,
-        "image_size": spatial[0] if spatial else None,
-        "num_classes": dm.num_classes,
+        "in_features": lambda: dm.in_features,
+        "in_channels": lambda: dm.input_shape[0],
+        "image_size": lambda: dm.input_shape[1] if len(dm.input_shape) > 1 else None,
+        "num_classes": lambda: dm.num_classes,
     }
     accepted = inspect.signature(cls).parameters
-    extra = {k: v for k, v in known.items() if k in accepted and k not in cfg.model and v is not None}
-    return hydra.utils.instantiate(cfg.model, **extra)
+    # Asked only for what the constructor takes: your DataModule need not know sizes your model does not use.
+    extra = {k: size() for k, size in known.items() if k in accepted and k not in cfg.model}
+    return hydra.utils.instantiate(cfg.model, **{k: v for k, v in extra.items() if v is not None})
 
 
 def build_classifier(cfg: DictConfig, net) -> Classifier:
@@ -128,10 +148,10 @@ def build_lottery(cfg: DictConfig, ticket=None) -> LotteryTicket:
     )
 
 
-def steps_per_epoch_of(cfg: DictConfig, dm: ClassificationDataModule) -> int:
-    """Optimizer steps per epoch, from the training set, the batch size and ``trainer.limit_train_batches``."""
+def steps_per_epoch_of(cfg: DictConfig, dm: pl.LightningDataModule) -> int:
+    """Optimizer steps per epoch: the training loader's batches, less ``trainer.limit_train_batches``."""
     t = cfg.trainer
-    batches = math.ceil(len(dm.train_set) / dm.batch_size)
+    batches = len(dm.train_dataloader())
     limit = t.limit_train_batches
     if limit is None:
         return batches

@@ -1,6 +1,7 @@
 """Datasets without torchvision: MNIST-family IDX files, CIFAR-10 batches, sklearn digits, synthetic data.
 
-``DATASETS``/``get`` is the registry; ``ClassificationDataModule`` turns any entry into Lightning loaders.
+``DATASETS``/``get`` is the registry; ``ClassificationDataModule`` turns any entry into Lightning loaders;
+``YourData`` adapts your own LightningDataModule for lth-train.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from lth_wandb.data.datamodule import ClassificationDataModule
 from lth_wandb.data.files import DatasetNotFoundError, DatasetUnreadableError
 from lth_wandb.data.idx import read_idx
 from lth_wandb.data.sources import DATASETS, Source, get
+from lth_wandb.data.yours import YourData
 
 __all__ = [
     "DATASETS",
@@ -16,6 +18,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetUnreadableError",
     "Source",
+    "YourData",
     "get",
     "read_idx",
 ]

@@ -1,0 +1,73 @@
+"""Your own LightningDataModule in lth-train (data._target_): 1-D signals from a module outside the package train,
+prune, log and report; a DataModule that lacks what the run needs fails in one line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import subprocess_env
+from hydra.core.global_hydra import GlobalHydra
+
+from lth_wandb import train
+from lth_wandb.runfiles import find_runs, read_run
+
+USERPKG = Path(__file__).parent / "userpkg"
+
+
+def test_your_datamodule_trains_prunes_logs_and_reports(tmp_path):
+    env = subprocess_env(PYTHONPATH=str(USERPKG))
+    command = [sys.executable, "-m", "lth_wandb.train", "data._target_=signals.Signals", "+data.num_samples=600",
+               "pruning.rounds=2", "pruning.epochs_per_round=2", "trainer.enable_progress_bar=false"]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = find_runs(tmp_path / "wandb")
+    run = read_run(run_dir)
+    rows = [r for r in run.history if "round/density" in r]
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert all(0 < r["round/test_acc"] <= 1 for r in rows)  # test_dataloader() is measured at every validation
+    assert not any("round/mask_first_layer" in r for r in rows)  # (N, 40) signals: no picture to draw
+    assert run.config["data"]["_target_"] == "signals.Signals" and run.config["data"]["num_samples"] == 600
+    report = [sys.executable, "-m", "lth_wandb.report.cli", "--offline", str(tmp_path / "wandb"),
+              "--html", str(tmp_path / "r.html"), "--markdown", str(tmp_path / "r.md")]  # fmt: skip
+    done = subprocess.run(report, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = (tmp_path / "r.md").read_text()
+    assert table.count("winning ticket (IMP)") == 3 and (tmp_path / "r.html").stat().st_size > 0
+
+
+def run_main(monkeypatch, tmp_path, *args):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(USERPKG))
+    monkeypatch.setattr(sys, "argv", ["lth-train", "logger=none", "pruning.rounds=0", "pruning.epochs_per_round=1",
+                                      "trainer.enable_progress_bar=false", *args])  # fmt: skip
+    GlobalHydra.instance().clear()
+    with pytest.raises(SystemExit) as exit_info:
+        train.main()
+    return exit_info.value.code
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["data._target_=signals.NoValidation"], "NoValidation has no val_dataloader(); lth-train needs one"),
+        (["data._target_=torch.nn.Identity"], "data._target_ built a Identity, not a LightningDataModule"),
+        (["data._target_=signals.NoClasses"], "NoClasses does not say how many classes it has"),
+        (["data._target_=signals.Signals", "+data.bogus=1"], "unexpected keyword argument 'bogus'"),
+    ],
+)
+def test_a_datamodule_that_lacks_what_the_run_needs_fails_in_one_line(monkeypatch, tmp_path, capsys, args, message):
+    assert run_main(monkeypatch, tmp_path, *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lth-train: error: ") and message in err[0], err
+
+
+def test_a_model_given_its_own_sizes_needs_none_from_the_datamodule(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(USERPKG))
+    args = ["data._target_=signals.NoClasses", "model=tiny_mlp", "+model.num_classes=3", "logger=none",
+            "pruning.rounds=0", "pruning.epochs_per_round=1", "trainer.enable_progress_bar=false"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["lth-train", *args])
+    GlobalHydra.instance().clear()
+    train.main()  # returns: no SystemExit
+    assert list(tmp_path.glob("outputs/*/*/checkpoints/last.ckpt"))
