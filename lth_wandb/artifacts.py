@@ -107,7 +107,8 @@ class TicketArtifacts(RoundCallback):
 
     def _log(self, run, name: str, kind: str, path: Path, metadata: dict, aliases: list[str]):
         artifact = wandb.Artifact(name, type=kind, metadata=metadata)
-        artifact.add_dir(str(path))
+        for file in sorted(path.iterdir()):  # add_dir would print a line per round and kind
+            artifact.add_file(str(file), name=file.name)
         if self.ttl_days is not None:
             artifact.ttl = timedelta(days=self.ttl_days)
         # Identical files give an identical digest, which W&B stores as the existing version, not a new one.
@@ -139,12 +140,16 @@ class TicketArtifacts(RoundCallback):
 
 
 def prune_versions(run: Any, name: str, kind: str, keep: tuple[str, ...] = ("winning", "latest")) -> int:
-    """Delete the versions of ``name`` that carry none of the ``keep`` aliases (online only); returns how many."""
+    """Delete the versions of ``name`` that carry none of the ``keep`` aliases (online only); returns how many.
+
+    Their own aliases (``round-<r>``, ``dense``) go with them: W&B refuses to delete a version that still has
+    aliases ("cannot delete artifact with aliases") unless told to remove them too.
+    """
     api = wandb.Api()
     deleted = 0
     for version in api.artifacts(kind, f"{run.entity}/{run.project}/{name}"):
         if not set(version.aliases) & set(keep):
-            version.delete()
+            version.delete(delete_aliases=True)
             deleted += 1
     return deleted
 

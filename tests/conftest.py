@@ -102,3 +102,44 @@ def trainer(callbacks, **kwargs) -> pl.Trainer:
 @pytest.fixture
 def data():
     return loaders()
+
+
+# -- the local W&B-compatible server (tests/wandb_server), for the `online` tests -----------------------------
+
+
+@pytest.fixture(scope="session")
+def _wandb_server(tmp_path_factory):
+    from wandb_server import WandbServer
+
+    with WandbServer(log=tmp_path_factory.mktemp("wandb-server") / "requests.jsonl") as server:
+        yield server
+
+
+@pytest.fixture
+def wandb_server(_wandb_server, monkeypatch, tmp_path):
+    """The local W&B-compatible server, with this process's environment pointing the real SDK at it (so
+    ``wandb.Api()`` reads from it) and an empty artifact cache. The test fails if anything was asked that the
+    server does not know; every request is in ``server.log``."""
+    server = _wandb_server
+    seen = len(server.unknown)
+    for key, value in online_env(server, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+    yield server
+    unknown = sorted(set(server.unknown[seen:]))
+    assert not unknown, f"the test server was asked for what it does not know: {unknown} (requests: {server.log})"
+
+
+def online_env(server, tmp_path, **extra: str) -> dict[str, str]:
+    """A child process's environment for W&B online against ``server``, with its own empty caches under
+    ``tmp_path``; the venv's bin first on PATH, as ``wandb agent`` runs ``python``."""
+    caches = {name: str(tmp_path / "wandb-home" / name) for name in ("cache", "data", "config", "artifacts")}
+    return subprocess_env(
+        **server.env(),
+        WANDB_CACHE_DIR=caches["cache"],
+        WANDB_DATA_DIR=caches["data"],
+        WANDB_CONFIG_DIR=caches["config"],
+        WANDB_ARTIFACT_DIR=caches["artifacts"],
+        PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+        **extra,
+    )

@@ -1,0 +1,132 @@
+"""Online W&B, for real: ``lth-train`` and the SDK against the local W&B-compatible server (tests/wandb_server),
+read back with ``wandb.Api()``. Real processes, the real SDK and wandb-core; nothing leaves loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import wandb
+from conftest import online_env
+
+pytestmark = pytest.mark.online
+ENTITY, PROJECT = "tester", "lth-wandb"
+FAULTS = Path(__file__).parent / "faults"
+TINY = ("pruning.epochs_per_round=1", "trainer.enable_progress_bar=false", "wandb.mode=online")
+
+
+def lth_train(server, cwd: Path, *overrides: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    extra = {"LTH_FAULT": fault, "PYTHONPATH": str(FAULTS)} if fault else {}
+    return subprocess.run(
+        [sys.executable, "-m", "lth_wandb.train", *TINY, *overrides],
+        cwd=cwd, env=online_env(server, cwd, **extra), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def run_id_of(cwd: Path) -> str:
+    (record,) = cwd.glob("outputs/*/*/run.json")
+    return json.loads(record.read_text())["wandb_run_id"]
+
+
+def round_rows(run) -> list[dict]:
+    return [row for row in run.scan_history(keys=["round", "round/density"])]
+
+
+def versions(api, kind: str, name: str) -> dict[int, list[str]]:
+    """Version index -> aliases of every version of ``name`` the server lists (deleted ones are not listed)."""
+    return {int(a.version[1:]): sorted(a.aliases) for a in api.artifacts(kind, f"{ENTITY}/{PROJECT}/{name}")}
+
+
+@pytest.fixture(scope="module")
+def first_run(_wandb_server, tmp_path_factory):
+    """An online lth-train run of 2 rounds that links its winning ticket into a registry."""
+    cwd = tmp_path_factory.mktemp("first")
+    result = lth_train(_wandb_server, cwd, "pruning.rounds=2", "wandb.registry=model/lenet-tickets")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_id_of(cwd)
+
+
+def test_online_run_has_config_round_rows_summary_and_mask_pictures(first_run, wandb_server, tmp_path):
+    run = wandb.Api().run(f"{ENTITY}/{PROJECT}/{first_run}")
+    assert run.state == "finished"
+    assert run.config["pruning"]["rounds"] == 2 and run.config["data"]["name"] == "digits"
+    rows = round_rows(run)
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert rows[0]["round/density"] == 1 and 0 < rows[2]["round/density"] < rows[1]["round/density"] < 1
+    keys = ("winning_round", "winning_density", "winning_test_acc", "dense_test_acc")
+    assert {f"ticket/{key}" for key in keys} <= set(dict(run.summary))
+    pictures = [r["round/mask_first_layer"] for r in run.scan_history(keys=["round", "round/mask_first_layer"])]
+    assert len(pictures) == 3 and all(p["_type"] == "image-file" and p["width"] >= 64 for p in pictures)
+    png = run.file(pictures[1]["path"]).download(root=str(tmp_path), replace=True)
+    assert Path(png.name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_round_versions_a_ticket_and_a_model_with_aliases_and_metadata(first_run, wandb_server):
+    api = wandb.Api()
+    run = api.run(f"{ENTITY}/{PROJECT}/{first_run}")
+    winning = run.summary["ticket/winning_round"]
+    for kind, name in (("lottery-ticket", f"ticket-{first_run}"), ("model", f"model-{first_run}")):
+        found = versions(api, kind, name)
+        assert sorted(found) == [0, 1, 2]
+        for r, aliases in found.items():
+            expected = {f"round-{r}"} | ({"dense"} if r == 0 else set()) | ({"latest"} if r == 2 else set())
+            assert set(aliases) == expected | ({"winning"} if r == winning else set())
+    ticket = api.artifact(f"{ENTITY}/{PROJECT}/ticket-{first_run}:winning")
+    assert ticket.metadata["round"] == winning and ticket.metadata["parent"] == (
+        f"ticket-{first_run}:round-{winning - 1}" if winning else None
+    )
+    assert ticket.metadata["density"] == pytest.approx(run.summary["ticket/winning_density"])
+    assert {"criterion", "prune_rate", "early_stop_step", "test_acc", "config_digest"} <= set(ticket.metadata)
+    logged = sorted(a.name for a in run.logged_artifacts())
+    assert logged == sorted(f"{p}-{first_run}:v{v}" for p in ("ticket", "model") for v in range(3))
+
+
+def test_the_registry_holds_the_winning_ticket(first_run, wandb_server):
+    api = wandb.Api()
+    linked = api.artifact(f"{wandb_server.backend.ORG}/wandb-registry-model/lenet-tickets:latest")
+    winning = api.artifact(f"{ENTITY}/{PROJECT}/ticket-{first_run}:winning")
+    assert linked.digest == winning.digest and linked.metadata == winning.metadata
+
+
+def test_a_ticket_from_the_server_trains_again_with_lineage_and_winning_latest_retention(
+    first_run, wandb_server, tmp_path
+):
+    ref = f"{ENTITY}/{PROJECT}/ticket-{first_run}:winning"
+    result = lth_train(wandb_server, tmp_path, f"ticket={ref}", "pruning.rounds=2", "wandb.retention=winning_latest")
+    assert result.returncode == 0, result.stderr[-3000:]
+    home = tmp_path / "wandb-home"  # empty before: the ticket came from the server
+    assert list((home / "artifacts").glob(f"ticket-{first_run}:v*/ticket.json"))
+    assert list((home / "cache" / "artifacts" / "obj").rglob("*"))
+    api = wandb.Api()
+    run = api.run(f"{ENTITY}/{PROJECT}/{run_id_of(tmp_path)}")
+    assert [a.name for a in run.used_artifacts()] == [f"ticket-{first_run}:v{api.artifact(ref).version[1:]}"]
+    winning = run.summary["ticket/winning_round"]
+    kept = {winning, 2}
+    for kind, name in (("lottery-ticket", f"ticket-{run.id}"), ("model", f"model-{run.id}")):
+        found = versions(api, kind, name)
+        assert set(found) == kept  # the others are deleted, with their round-<r> aliases
+        assert "latest" in found[2] and "winning" in found[winning]
+        collection = wandb_server.backend.project(ENTITY, PROJECT).collection(name)
+        assert sorted(a.versionIndex for a in collection.members if a.state == "DELETED") == sorted({0, 1, 2} - kept)
+
+
+def test_a_killed_online_run_resumes_into_the_same_run_with_each_round_once(wandb_server, tmp_path):
+    run_args = ("pruning.rounds=2",)
+    killed = lth_train(wandb_server, tmp_path, *run_args, fault="replace:*/tickets/round-1/model/ticket.json:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    (folder,) = tmp_path.glob("outputs/*/*")
+    resumed = lth_train(wandb_server, tmp_path, f"resume={folder}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_id = run_id_of(tmp_path)
+    assert len(list(tmp_path.glob("wandb/run-*"))) == 2  # two processes...
+    api = wandb.Api()
+    run = api.run(f"{ENTITY}/{PROJECT}/{run_id}")  # ...one W&B run
+    assert run.state == "finished"
+    assert [r["round"] for r in round_rows(run)] == [0, 1, 2]  # each round's row once
+    for kind, name in (("lottery-ticket", f"ticket-{run_id}"), ("model", f"model-{run_id}")):
+        found = versions(api, kind, name)
+        assert sorted(found) == [0, 1, 2] and all(f"round-{r}" in found[r] for r in found)
