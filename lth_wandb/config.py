@@ -136,6 +136,22 @@ class Config:
 OBJECTIVES = ("ticket/winning_density", "ticket/winning_round")
 
 
+def closest_key(full_key: str, schema: type = Config) -> str | None:
+    """The schema key closest to a misspelt dotted ``full_key`` (``pruning.prune_rat`` -> ``pruning.prune_rate``),
+    or None when nothing is close."""
+    prefix, node = "", schema
+    for part in full_key.split("."):
+        known = {f.name: f for f in fields(node)}
+        if part not in known:
+            close = difflib.get_close_matches(part, known, n=1)
+            return f"{prefix}{close[0]}" if close else None
+        default = known[part].default_factory() if callable(known[part].default_factory) else None
+        if not is_dataclass(default):
+            return None
+        prefix, node = f"{prefix}{part}.", type(default)
+    return None
+
+
 def check_known_keys(config: dict[str, Any], schema: type = Config, prefix: str = "") -> None:
     """Refuse keys the schema does not have. Hydra lets ``+pruning.bogus=1`` through even on a typed config (``+``
     opens it); a misspelt setting would then be silently ignored. ``model``, ``data.options`` and a ``data`` with a

@@ -3,6 +3,8 @@ table of rounds at the end."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 from lth_wandb.callback import LotteryTicket
+
+
+def quiet_noise() -> None:
+    """Keep the terminal for what a researcher needs: drop other tools' adverts and notes about their internals."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's storage lists every plugin it sets up
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(lambda record: not str(record.msg).startswith("💡 Tip"))
+    # Lightning 2.6 calling a torch API that torch 2.13 deprecated: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 class RoundProgressBar(RichProgressBar):

@@ -14,6 +14,7 @@ import errno
 import inspect
 import math
 import os
+import re
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -31,10 +32,10 @@ from omegaconf.errors import OmegaConfBaseException
 from lth_wandb import resume
 from lth_wandb.callback import LotteryTicket
 from lth_wandb.checkpoint import AtomicCheckpointIO, LastCheckpoint
-from lth_wandb.config import OBJECTIVES, WANDB_MODES, DataConfig, check_known_keys
+from lth_wandb.config import OBJECTIVES, WANDB_MODES, DataConfig, check_known_keys, closest_key
 from lth_wandb.data import ClassificationDataModule, YourData
 from lth_wandb.models import Classifier
-from lth_wandb.progress import RoundProgressBar, print_rounds
+from lth_wandb.progress import RoundProgressBar, print_rounds, quiet_noise
 
 # A full disk or quota, or a file-size limit: what was written before stays loadable (lth_wandb/atomic.py).
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -428,15 +429,27 @@ def one_line(error: BaseException) -> str:
     parts = [str(error)]
     if error.__cause__ is not None and str(error.__cause__) not in parts[0]:
         parts.append(str(error.__cause__))
-    if "layer_rates" in parts[0] and isinstance(error, (HydraException, OmegaConfBaseException)):
-        parts.append(LAYER_RATES_HINT)
+    if isinstance(error, (HydraException, OmegaConfBaseException)):
+        parts.extend(_override_hints(parts[0]))
+        # Hydra's advice to append the key with + is wrong here: lth-train refuses keys its schema lacks.
+        parts[0] = re.sub(r"To append to your config use \S+\s*", "", parts[0])
     return " ".join(" ".join(line.strip() for line in part.splitlines() if line.strip()) for part in parts)
+
+
+def _override_hints(message: str) -> list[str]:
+    """Hints for Hydra's override errors: the setting a typo meant, and how to write ``layer_rates``."""
+    if "layer_rates" in message:
+        return [LAYER_RATES_HINT]
+    typo = re.search(r"Could not override '([\w.]+)'", message)
+    close = closest_key(typo.group(1)) if typo else None
+    return [f"Hint: did you mean {close}?"] if close else []
 
 
 def main() -> None:
     """Console entry point: runs the Hydra app and turns user mistakes into one line and exit code 2."""
     # Hydra would print its own multi-line report and exit; let errors reach us instead.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    quiet_noise()
     try:
         sys.argv = [sys.argv[0], *resume.expand_argv(sys.argv[1:])]
         _app()

@@ -99,7 +99,8 @@ def run_main(monkeypatch, tmp_path, *args):
 @pytest.mark.parametrize(
     ("args", "key"),
     [
-        (["pruning.prune_rat=0.5"], "pruning.prune_rat"),
+        (["pruning.prune_rat=0.5"], "Hint: did you mean pruning.prune_rate?"),
+        (["trainer.precison=16"], "Hint: did you mean trainer.precision?"),
         (["pruning.rounds=abc"], "pruning.rounds"),
         (["pruning.prune_rate=1.5"], "prune_rate=1.5"),
         (["pruning.epochs_per_round=0"], "epochs_per_round=0"),
@@ -192,6 +193,9 @@ def test_lth_train_end_to_end_offline_run_read_back(tmp_path):
     winner = rows[summary["ticket/winning_round"]]
     assert summary["ticket/winning_density"] == pytest.approx(winner["round/density"])
     assert (next(tmp_path.glob("outputs/*/*/checkpoints/last.ckpt"))).stat().st_size > 0
+    assert not list(tmp_path.glob("outputs/*/*/*.log"))  # no empty train.log
+    for noise in ("💡 Tip", "LeafSpec", "Adding directory to artifact"):  # what a user cannot act on
+        assert noise not in result.stdout + result.stderr
 
 
 def test_failure_during_training_marks_the_run_failed(tmp_path):
