@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import pytorch_lightning as pl
@@ -14,6 +17,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# W&B stages artifact copies, caches and settings under ~/.local/share, ~/.cache and ~/.config: the suite (and
+# every lth-train it starts, which inherits this environment) uses a folder of its own, removed at the end.
+_WANDB_HOME = tempfile.mkdtemp(prefix="lth-wandb-tests-")
+atexit.register(shutil.rmtree, _WANDB_HOME, ignore_errors=True)
+for _var, _sub in (("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
+                   ("WANDB_ARTIFACT_DIR", "artifacts")):  # fmt: skip
+    os.environ.setdefault(_var, os.path.join(_WANDB_HOME, _sub))
 torch.set_num_threads(1)
 
 
@@ -134,12 +144,12 @@ def online_env(server, tmp_path, **extra: str) -> dict[str, str]:
     """A child process's environment for W&B online against ``server``, with its own empty caches under
     ``tmp_path``; the venv's bin first on PATH, as ``wandb agent`` runs ``python``."""
     caches = {name: str(tmp_path / "wandb-home" / name) for name in ("cache", "data", "config", "artifacts")}
-    return subprocess_env(
+    env = {
         **server.env(),
-        WANDB_CACHE_DIR=caches["cache"],
-        WANDB_DATA_DIR=caches["data"],
-        WANDB_CONFIG_DIR=caches["config"],
-        WANDB_ARTIFACT_DIR=caches["artifacts"],
-        PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
-        **extra,
-    )
+        "WANDB_CACHE_DIR": caches["cache"],
+        "WANDB_DATA_DIR": caches["data"],
+        "WANDB_CONFIG_DIR": caches["config"],
+        "WANDB_ARTIFACT_DIR": caches["artifacts"],
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+    }
+    return subprocess_env(**{**env, **extra})
