@@ -46,6 +46,7 @@ class RunRecord:
     config: dict[str, Any]
     wandb_run_id: str
     status: str = "running"
+    wandb_dir: str | None = None  # the folder holding this run's W&B files, so lth-report finds them from here
 
     @classmethod
     def read(cls, folder: str | os.PathLike) -> RunRecord | None:
@@ -54,7 +55,9 @@ class RunRecord:
             return None
         try:
             data = json.loads(path.read_text())
-            return cls(Path(folder), data["config"], data["wandb_run_id"], data.get("status", "running"))
+            return cls(
+                Path(folder), data["config"], data["wandb_run_id"], data.get("status", "running"), data.get("wandb_dir")
+            )
         except (ValueError, KeyError, TypeError) as error:
             raise ResumeError(
                 f"{path} is not a readable run record ({error}). Hint: restore it from a backup, or start a new run"
@@ -62,6 +65,7 @@ class RunRecord:
 
     def write(self) -> None:
         data = {"config": self.config, "wandb_run_id": self.wandb_run_id, "status": self.status}
+        data["wandb_dir"] = self.wandb_dir
         atomic.write_text(self.folder / RUN_FILE, json.dumps(data, indent=2, sort_keys=True, default=str))
 
     def finish(self) -> None:
@@ -84,7 +88,8 @@ def open_record(folder: Path, config: dict[str, Any], resuming: bool) -> RunReco
         check_unchanged(saved.config, config)
         return saved
     run_id = os.environ.get("WANDB_RUN_ID") or "".join(secrets.choice(_ID_CHARS) for _ in range(8))
-    record = RunRecord(folder, config, run_id)
+    wandb_dir = str(Path(config.get("wandb", {}).get("dir", ".")).resolve() / "wandb")
+    record = RunRecord(folder, config, run_id, wandb_dir=wandb_dir)
     record.write()
     return record
 

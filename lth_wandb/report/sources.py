@@ -8,6 +8,7 @@ A run counts once however many files carry its id (an ``lth-sweep`` run started 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from lth_wandb.report.data import RunRounds, Study, from_run_record
 from lth_wandb.runfiles import RUN_GLOBS, OfflineRun, find_runs, read_run, started
+
+RUN_RECORD = "run.json"  # what lth-train keeps in each output folder (lth_wandb/resume.py)
 
 
 def collect_offline(
@@ -100,7 +103,23 @@ def _run_dirs(root: Path) -> list[Path]:
         return [root]  # one run: its .wandb file or its directory
     folders = {root, *(p.parent for pattern in RUN_GLOBS for p in root.rglob(pattern) if p.is_dir())}
     found = {p.resolve(): p for folder in folders for p in find_runs(folder)}
+    found.update({p.resolve(): p for p in _linked_run_dirs(root)})
     return sorted(found.values(), key=started)  # across folders, as find_runs does within one
+
+
+def _linked_run_dirs(root: Path) -> list[Path]:
+    """The W&B run directories of the lth-train runs whose output folders lie under ``root`` (``outputs/...`` or a
+    Hydra ``multirun/<date>/<time>``): each keeps its run id and its W&B folder in ``run.json``."""
+    linked = []
+    for record_file in root.rglob(RUN_RECORD):
+        try:
+            record = json.loads(record_file.read_text())
+            run_id, wandb_dir = record["wandb_run_id"], Path(record["wandb_dir"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an older run folder, without the link
+        if wandb_dir.is_dir():
+            linked += [p for p in find_runs(wandb_dir) if p.name.endswith(f"-{run_id}")]
+    return linked
 
 
 def _read_or_reason(run_dir: Path) -> RunRounds | str:
