@@ -4,6 +4,7 @@ read back with ``wandb.Api()``. Real processes, the real SDK and wandb-core; not
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import wandb
+import yaml
 from conftest import online_env
 
 pytestmark = pytest.mark.online
@@ -130,3 +132,47 @@ def test_a_killed_online_run_resumes_into_the_same_run_with_each_round_once(wand
     for kind, name in (("lottery-ticket", f"ticket-{run_id}"), ("model", f"model-{run_id}")):
         found = versions(api, kind, name)
         assert sorted(found) == [0, 1, 2] and all(f"round-{r}" in found[r] for r in found)
+
+
+# -- sweeps: `wandb sweep` + `wandb agent`, the server running W&B's sweep engine --------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
+TINY_SWEEP = {"pruning.rounds": 1, "pruning.epochs_per_round": 1, "trainer.enable_progress_bar": False}
+
+
+def wandb_cli(server, cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "wandb", *args],
+        cwd=cwd, env=online_env(server, cwd, WANDB_SILENT="false"), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def create_sweep(server, cwd: Path, config: dict) -> str:
+    """``wandb sweep`` on ``config`` written to a file; returns the sweep id it printed."""
+    path = cwd / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    created = wandb_cli(server, cwd, "sweep", "--entity", ENTITY, "--project", PROJECT, str(path))
+    assert created.returncode == 0, created.stderr[-3000:]
+    (sweep_id,) = re.findall(r"Creating sweep with ID: (\w+)", created.stderr)
+    return sweep_id
+
+
+@pytest.mark.parametrize("sweep_file", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
+def test_wandb_agent_runs_every_sweep_file_into_the_sweep(sweep_file, wandb_server, tmp_path):
+    config = yaml.safe_load(sweep_file.read_text())
+    config["parameters"].update({k: {"value": v} for k, v in TINY_SWEEP.items()})  # a tiny budget, same command
+    sweep_id = create_sweep(wandb_server, tmp_path, config)
+    agent = wandb_cli(wandb_server, tmp_path, "agent", "--count", "1", f"{ENTITY}/{PROJECT}/{sweep_id}")
+    assert agent.returncode == 0, agent.stderr[-3000:]
+    sweep = wandb.Api().sweep(f"{ENTITY}/{PROJECT}/{sweep_id}")
+    (run,) = sweep.runs
+    assert run.state == "finished", agent.stderr[-3000:]
+    for key, spec in config["parameters"].items():  # the agent's flat keys and the same value in the Hydra config
+        section, _, name = key.partition(".")
+        nested = run.config[section][name] if name else run.config[section]
+        flat = run.config[key]
+        assert flat == spec["value"] if "value" in spec else True
+        assert nested == (None if flat == "null" else flat)
+    metric = config["metric"]["name"]
+    assert metric in run.summary or any(metric in row for row in run.scan_history(keys=[metric]))

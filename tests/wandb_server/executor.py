@@ -106,6 +106,9 @@ class _Execution:
         except GraphQLError as error:
             self.errors.append({"message": str(error), "path": [key]})
             return None
+        except Unknown as error:  # e.g. a run filter the server cannot evaluate
+            self.unknown.append(f"{self.name}: {typename(obj)}.{name}: {error}")
+            return None
         return self.complete(value, node.selection_set)
 
     def complete(self, value: Any, selection_set) -> Any:

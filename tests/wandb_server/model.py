@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .executor import GraphQLError
+import yaml
+
+from .executor import GraphQLError, Unknown
 
 _counter = itertools.count(1)
 
@@ -124,6 +126,15 @@ class Project:
 
     def bucket(self, name: str, missingOk: bool = False) -> Run | None:
         return self.run_map.get(name)
+
+    def runs(self, filters: str | None = None, first: int | None = None, after: str | None = None, order=None):
+        found = [r for r in self.run_map.values() if matches(r, json.loads(filters) if filters else {})]
+        return Connection(found, first, after)
+
+    def runCount(self, filters: str | None = None) -> int:
+        return self.runs(filters).totalCount
+
+    readOnly = False
 
     # sweeps
     def sweep(self, sweepName: str) -> Sweep | None:
@@ -247,9 +258,17 @@ class Run:
     def fileCount(self) -> int:
         return len(self.file_keys)
 
-    def sampledHistory(self, specs: list[str], **_ignored) -> list[list[dict]]:
+    @property
+    def shouldStop(self) -> bool:
+        return self.sweep is not None and self.name in self.sweep.stopped
+
+    failed = property(lambda self: self.state in ("failed", "crashed"))
+    stopped = property(lambda self: self.state == "killed")
+    running = property(lambda self: self.state == "running")
+
+    def sampledHistory(self, specs: list[str] | str, **_ignored) -> list[list[dict]]:
         answers = []
-        for spec in specs:
+        for spec in [specs] if isinstance(specs, str) else specs:
             spec = json.loads(spec) if isinstance(spec, str) else spec
             keys = spec.get("keys") or []
             rows = [r for r in self.rows() if all(k in r for k in keys if k != "_step")]
@@ -268,6 +287,39 @@ class Run:
     def files(self, names: list[str] | None = None, **_ignored):
         wanted = [n for n in self.file_keys if not names or n in names]
         return Connection([RunFile(self, n) for n in wanted])
+
+
+def matches(run: Run, query: dict[str, Any]) -> bool:
+    """W&B's run filters (MongoDB-like): ``$and``, ``$or``, and equality (or ``$in``/``$ne``) on the fields the
+    SDK and wandb-workspaces filter on; anything else is unknown to this server."""
+    for key, wanted in query.items():
+        if key in ("$and", "$or"):
+            results = [matches(run, q) for q in wanted]
+            if not (all(results) if key == "$and" else any(results)):
+                return False
+            continue
+        if key in ("sweep", "group", "state", "name", "displayName", "jobType"):
+            value = run.sweepName if key == "sweep" else getattr(run, key)
+        elif key.startswith("config.") and key.endswith(".value"):
+            value = json.loads(run.config_json).get(key[7:-6], {}).get("value")
+        elif key == "tags":
+            value = run.tags
+        else:
+            raise Unknown(f"run filter {key!r}")
+        if not _compare(value, wanted):
+            return False
+    return True
+
+
+def _compare(value: Any, wanted: Any) -> bool:
+    if isinstance(wanted, dict):
+        (op, operand), = wanted.items()
+        if op == "$in":
+            return any(v in operand for v in value) if isinstance(value, list) else value in operand
+        if op == "$ne":
+            return value != operand
+        raise Unknown(f"run filter operator {op!r}")
+    return wanted in value if isinstance(value, list) else value == wanted
 
 
 def _in(step, low, high) -> bool:
@@ -521,8 +573,13 @@ class Sweep:
         self.state, self.description, self.displayName = "RUNNING", None, None
         self.createdAt = self.updatedAt = stamp()
         self.bestLoss, self.controller, self.scheduler = None, None, None
+        self.heartbeatAt, self.earlyStopJobRunning = stamp(), False
         self.run_list: list[Run] = []
         self.stopped: set[str] = set()
+
+    @property
+    def method(self) -> str | None:
+        return yaml.safe_load(self.config).get("method")
 
     @property
     def runCount(self) -> int:
