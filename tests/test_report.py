@@ -21,7 +21,7 @@ from conftest import lth_train
 from PIL import Image
 
 from lth_wandb.report import cli
-from lth_wandb.report.data import Round, RunRounds
+from lth_wandb.report.data import Round, RunRounds, Study
 from lth_wandb.report.figures import figure_bytes
 from lth_wandb.report.html import write_html_report
 from lth_wandb.report.sources import collect_offline, one_per_run_id
@@ -528,3 +528,13 @@ def test_one_per_run_id_picks_the_newest_complete_file_and_keeps_runs_without_id
     (resumed,) = one_per_run_id([rounds_run("a", [0, 1], None, source="1"), rounds_run("a", [1, 2], source="2")])
     assert resumed.source == "2" and [r.round for r in resumed.rounds] == [0, 1, 2]  # continues the first file
     assert [step for step, _ in resumed.curve] == [7, 17, 27] and resumed.rounds[1].end_step == 20
+
+
+def test_summary_says_what_is_missing_rather_than_n_a():
+    no_rows = Study(runs=[RunRounds("x", exit_code=0)])  # e.g. a Trainer without RoundLogger
+    assert "None of these runs logged a pruning round" in summary_text(no_rows)
+    assert "RoundLogger(lottery)" in summary_text(no_rows)
+    run = rounds_run("a", [0, 1])
+    run.rounds = [dataclasses.replace(r, test_acc=None) for r in run.rounds]  # no test_dataloader()
+    text = summary_text(Study(runs=[run]))
+    assert "n/a" not in text and "best val/loss 0.4" in text and "give the DataModule a test_dataloader()" in text

@@ -272,6 +272,12 @@ def test_multirun_makes_one_grouped_run_per_job(tmp_path):
     assert len({run.run_id for run in runs}) == 2
     (group,) = {r.group for r in runs}
     assert group.startswith("multirun-")
+    tiny_train(tmp_path, "seed=5", "pruning.rounds=1")  # another run in the same ./wandb, not in the multirun
+    from lth_wandb.report.sources import collect_offline
+
+    (sweep_folder,) = tmp_path.glob("multirun/*/*")  # README: lth-report --offline multirun/<date>/<time>
+    study = collect_offline(sweep_folder)
+    assert sorted(run.config["seed"] for run in study.runs) == [0, 1]
 
 
 def test_users_own_lightning_module_via_target():

@@ -64,6 +64,12 @@ def summary_text(study: Study) -> str:
     if study.skipped:
         lines.append(f"{len(study.skipped)} run directories could not be read.")
     best = best_ticket(study)
+    if best is None and not any(run.rounds for run in study.runs):
+        lines.append(
+            "None of these runs logged a pruning round (no round/* rows), so there is no ticket to report. Hint: "
+            "with your own Trainer, put RoundLogger(lottery) after LotteryTicket in its callbacks."
+        )
+        return " ".join(lines)
     if best is None:
         lines.append("No IMP run has finished its dense round yet, so there is no ticket to report.")
         return " ".join(lines)
@@ -72,16 +78,18 @@ def summary_text(study: Study) -> str:
     if win.round == 0:
         lines.append(
             f"No pruned round of run {run.label}{seed} matched its dense network on {run.monitor} yet; the dense "
-            f"network reaches {_pct(dense.test_acc)} test accuracy."
+            f"network reaches {_result(dense, run.monitor)}."
         )
         return " ".join(lines)
     gain = (win.test_acc - dense.test_acc) * 100 if win.test_acc is not None and dense.test_acc is not None else None
     versus = f" ({gain:+.1f} points)" if gain is not None else ""
     lines.append(
         f"Best winning ticket: run {run.label}{seed} keeps {win.density:.1%} of the weights (round {win.round}) "
-        f"and reaches {_pct(win.test_acc)} test accuracy at its early-stop iteration, vs {_pct(dense.test_acc)} "
+        f"and reaches {_result(win, run.monitor)} at its early-stop iteration, vs {_result(dense, run.monitor)} "
         f"for the dense network{versus}."
     )
+    if win.test_acc is None:
+        lines.append("No test accuracy was logged (test/acc): give the DataModule a test_dataloader() to have one.")
     for variant in ("reinit", "random_mask"):
         found = control_accuracy(study, variant, win.density)
         if found is not None:
@@ -90,6 +98,13 @@ def summary_text(study: Study) -> str:
     if run.ticket is not None:
         lines.append(f"The ticket is the artifact {run.ticket.ref}.")
     return " ".join(lines)
+
+
+def _result(round: Round, monitor: str) -> str:
+    """The round's test accuracy, or, when the run logged none, its best monitored value."""
+    if round.test_acc is not None:
+        return f"{round.test_acc:.1%} test accuracy"
+    return f"best {monitor} {round.best_value:.4g}" if round.best_value is not None else "no recorded value"
 
 
 def _pct(value: float | None) -> str:
