@@ -66,8 +66,9 @@ class SweepRunner:
         count: the most runs the sweep directory will hold (finished, failed and stopped ones count; runs cut off
             when ``lth-sweep`` itself was stopped do not). None: until the grid is exhausted.
         workers: runs at the same time.
-        sweep_id_env: set ``WANDB_SWEEP_ID`` as the agent does. False leaves it out, so a server that never saw
-            this local sweep accepts the runs on ``wandb sync`` (they stay grouped as ``sweep-<id>``).
+        sweep_id_env: set ``WANDB_SWEEP_ID`` as the agent does. False (the default) leaves it out: ``wandb sync``
+            sends a run's sweep id to the server, and a server that never saw this local sweep refuses the run
+            ("sweep <id> not found", wandb#8115; tests/test_online.py). The runs stay grouped as ``sweep-<id>``.
         kill_delay: seconds between SIGTERM and SIGKILL for a stopped run.
         check_every: seconds between early-termination checks. Each reads every running run's file (one call of
             the SDK's reader, ~0.7 s of CPU), and runs write their files this often instead of W&B's 15 s.
@@ -78,7 +79,7 @@ class SweepRunner:
         record: SweepRecord,
         count: int | None = None,
         workers: int = 1,
-        sweep_id_env: bool = True,
+        sweep_id_env: bool = False,
         kill_delay: float = 30.0,
         check_every: float = 5.0,
     ):
@@ -396,10 +397,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="runs at the same time (default 1)")
     parser.add_argument("--dir", type=Path, help="sweep directory (default lth-sweeps/<file name>)")
     parser.add_argument(
-        "--no-sweep-id",
+        "--sweep-id",
         action="store_true",
-        help="leave WANDB_SWEEP_ID unset, so `wandb sync` can upload the runs to a server that never saw this sweep",
+        help="set WANDB_SWEEP_ID to the local sweep id, as `wandb agent` does; a W&B server refuses such runs on "
+        "`wandb sync` (it never saw the sweep), so by default it is left unset",
     )
+    parser.add_argument("--no-sweep-id", action="store_true", help=argparse.SUPPRESS)  # the default since 0.1
     parser.add_argument("--kill-delay", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL (30)")
     parser.add_argument("--check-every", type=float, default=5.0, help="seconds between early-termination checks (5)")
     args = parser.parse_args(argv)
@@ -413,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
         check_budget(config, args.count, args.workers)
         with SweepRecord.open(directory, config, args.sweep_file) as record:
             runner = SweepRunner(
-                record, args.count, args.workers, not args.no_sweep_id, args.kill_delay, args.check_every
+                record, args.count, args.workers, args.sweep_id, args.kill_delay, args.check_every
             )
             _say(f"sweep {record.sweep_id} in {directory} ({len(record.counted())} runs already ended)")
             code = runner.run()

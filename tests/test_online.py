@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import wandb
 import yaml
-from conftest import online_env
+from conftest import online_env, subprocess_env
 
 pytestmark = pytest.mark.online
 ENTITY, PROJECT = "tester", "lth-wandb"
@@ -176,3 +176,75 @@ def test_wandb_agent_runs_every_sweep_file_into_the_sweep(sweep_file, wandb_serv
         assert nested == (None if flat == "null" else flat)
     metric = config["metric"]["name"]
     assert metric in run.summary or any(metric in row for row in run.scan_history(keys=[metric]))
+
+
+# -- wandb sync: offline runs uploaded later --------------------------------------------------------------------
+
+
+def offline(cwd: Path, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+
+
+def sync(server, cwd: Path, *run_folders: Path) -> subprocess.CompletedProcess:
+    return wandb_cli(server, cwd, "sync", *map(str, run_folders))
+
+
+def test_wandb_sync_uploads_an_offline_lth_train_run(wandb_server, tmp_path):
+    trained = offline(tmp_path, sys.executable, "-m", "lth_wandb.train", "pruning.rounds=1", *TINY[:2])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    (folder,) = tmp_path.glob("wandb/offline-run-*")
+    synced = sync(wandb_server, tmp_path, folder)
+    assert synced.returncode == 0 and "ERROR" not in synced.stderr, synced.stderr[-3000:]
+    api = wandb.Api()
+    run = api.run(f"{ENTITY}/{PROJECT}/{run_id_of(tmp_path)}")
+    assert run.state == "finished" and [r["round"] for r in round_rows(run)] == [0, 1]
+    assert any("val/loss" in row for row in run.scan_history(keys=["val/loss"]))
+    found = versions(api, "lottery-ticket", f"ticket-{run.id}")
+    assert sorted(found) == [0, 1] and {"dense", "round-0"} <= set(found[0]) and {"latest", "round-1"} <= set(found[1])
+    assert "winning" in found[run.summary["ticket/winning_round"]]
+
+
+@pytest.mark.parametrize("flag", ["--sweep-id", None], ids=["with-sweep-id", "default"])
+def test_wandb_sync_of_an_lth_sweep_run_needs_no_sweep_id(flag, wandb_server, tmp_path):
+    """wandb#8115, settled: ``wandb sync`` sends the run's sweep id, which a server that never saw the local sweep
+    refuses; lth-sweep therefore leaves WANDB_SWEEP_ID unset unless asked (--sweep-id)."""
+    config = yaml.safe_load((ROOT / "sweeps" / "controls_grid.yaml").read_text())
+    config["parameters"].update({k: {"value": v} for k, v in TINY_SWEEP.items()})
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(config))
+    swept = offline(tmp_path, sys.executable, "-m", "lth_wandb.sweep", "sweep.yaml", "--count", "1",
+                    "--dir", "s", *([flag] if flag else []))  # fmt: skip
+    assert swept.returncode == 0, swept.stdout[-3000:]
+    (folder,) = tmp_path.glob("s/runs/*/wandb/offline-run-*")
+    record = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    synced = sync(wandb_server, tmp_path, folder)
+    runs = list(wandb.Api().runs(f"{ENTITY}/{PROJECT}", filters={"group": f"sweep-{record['sweep_id']}"}))
+    if flag:
+        assert f"sweep {record['sweep_id']} not found" in synced.stderr and not runs  # refused, as W&B does
+        return
+    assert synced.returncode == 0 and "ERROR" not in synced.stderr, synced.stderr[-3000:]
+    (run,) = runs
+    assert run.state == "finished" and [r["round"] for r in round_rows(run)] == [0, 1]
+    assert run.config["pruning.control"] == "null" and run.config["pruning"]["control"] is None
+    assert len(list(run.logged_artifacts())) == 4  # ticket and model, rounds 0 and 1
+
+
+def test_wandb_sync_of_a_killed_and_resumed_offline_run_gives_one_run(wandb_server, tmp_path):
+    """Two offline run folders with one run id (README "Resume: nothing lost"), synced in order."""
+    run_args = ("pruning.rounds=2", *TINY[:2])
+    env = subprocess_env(LTH_FAULT="replace:*/tickets/round-1/model/ticket.json:1", PYTHONPATH=str(FAULTS))
+    command = [sys.executable, "-m", "lth_wandb.train", *run_args]
+    killed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    (folder,) = tmp_path.glob("outputs/*/*")
+    resumed = offline(tmp_path, sys.executable, "-m", "lth_wandb.train", f"resume={folder}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    folders = sorted(tmp_path.glob("wandb/offline-run-*"))
+    assert len(folders) == 2
+    synced = sync(wandb_server, tmp_path, *folders)
+    assert synced.returncode == 0 and "ERROR" not in synced.stderr, synced.stderr[-3000:]
+    api = wandb.Api()
+    run = api.run(f"{ENTITY}/{PROJECT}/{run_id_of(tmp_path)}")
+    assert run.state == "finished"
+    assert [r["round"] for r in round_rows(run)] == [0, 1, 2]
+    found = versions(api, "lottery-ticket", f"ticket-{run.id}")
+    assert sorted(found) == [0, 1, 2] and all(f"round-{r}" in found[r] for r in found)
