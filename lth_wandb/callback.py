@@ -1,6 +1,6 @@
 """``LotteryTicket``: iterative magnitude pruning with rewinding, as a PyTorch Lightning callback.
 
-Timeline over ``(rounds + 1) * epochs_per_round`` epochs: round 0 trains the dense network; at the first epoch
+Timeline: round 0 trains the dense network for ``epochs_per_round`` epochs; at the first epoch
 of round r >= 1 the callback prunes the weights that scored lowest at the end of round r - 1, rewinds every
 tensor (and the optimizer and LR schedulers) to the rewind point, and round r trains the sparser network.
 
@@ -116,6 +116,7 @@ class LotteryTicket(pl.Callback):
         self._states = RoundStates(self.rewind)
         self._best: dict[str, Any] = {}
         self._epoch_metrics: dict[str, float] = {}  # scalar metrics at the last epoch end
+        self._steps_per_epoch = 0  # optimizer steps per epoch, known from on_train_start
         self._round_started_at = time.monotonic()
         self._round_start_step = 0  # global step where the current round began
         self._module_class = ""
@@ -128,8 +129,23 @@ class LotteryTicket(pl.Callback):
 
     @property
     def total_epochs(self) -> int:
-        """Epochs the Trainer must run: ``(rounds + 1) * epochs_per_round``."""
-        return (self.rounds + 1) * self.epochs_per_round
+        """Epochs the Trainer runs: ``epochs_per_round`` for round 0, then :attr:`rewound_epochs` per round."""
+        return self.epochs_per_round + self.rounds * self.rewound_epochs
+
+    @property
+    def rewound_epochs(self) -> int:
+        """Epochs of a round after round 0. Late rewinding to step k restarts the round k steps in, so it trains
+        what round 0 trained after step k (Frankle et al. 2019, Alg. 2: from W_k to iteration T) and its schedule
+        ends where round 0's ended: ``epochs_per_round - k // steps_per_epoch``. Known from ``on_train_start``."""
+        if not isinstance(self.rewind, int) or not self._steps_per_epoch:
+            return self.epochs_per_round
+        return self.epochs_per_round - self.rewind // self._steps_per_epoch
+
+    def round_of_epoch(self, epoch: int) -> int:
+        """The round that trains in (0-based) ``epoch``."""
+        if epoch < self.epochs_per_round:
+            return 0
+        return 1 + (epoch - self.epochs_per_round) // self.rewound_epochs
 
     def density(self) -> float:
         """Kept fraction over the prunable weights (1.0 before fit)."""
@@ -213,11 +229,12 @@ class LotteryTicket(pl.Callback):
         return names
 
     def check_rewind_step(self, steps_round0: int) -> None:
-        """Refuse late rewinding to a step beyond round 0, which has ``steps_round0`` optimizer steps."""
-        if isinstance(self.rewind, int) and self.rewind > steps_round0:
+        """Refuse late rewinding to a step at or beyond the end of round 0, which has ``steps_round0`` optimizer
+        steps: the rewound rounds would have nothing left to train."""
+        if isinstance(self.rewind, int) and self.rewind >= steps_round0:
             raise ValueError(
-                f"rewind={self.rewind} is beyond round 0, which has {steps_round0} optimizer steps; "
-                f"allowed: 0..{steps_round0}. Hint: late rewinding uses an early step (Frankle et al. rewind "
+                f"rewind={self.rewind} is not inside round 0, which has {steps_round0} optimizer steps; "
+                f"allowed: 0..{steps_round0 - 1}. Hint: late rewinding uses an early step (Frankle et al. rewind "
                 "to ~0.1-7% of training)."
             )
 
@@ -253,8 +270,10 @@ class LotteryTicket(pl.Callback):
         self._enforcer()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._states.point is None:
-            self.check_rewind_step(trainer.estimated_stepping_batches // (self.rounds + 1))
+        # max_epochs is still (rounds + 1) * epochs_per_round here (setup set it); late rewinding shortens rounds.
+        self._steps_per_epoch = trainer.estimated_stepping_batches // max(1, trainer.fit_loop.max_epochs)
+        self.check_rewind_step(self._steps_per_epoch * self.epochs_per_round)
+        trainer.fit_loop.max_epochs = self.total_epochs
         self._round_started_at = time.monotonic()
         self._capture(trainer, pl_module)
 
@@ -263,7 +282,7 @@ class LotteryTicket(pl.Callback):
             self._capture(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        target = trainer.current_epoch // self.epochs_per_round
+        target = self.round_of_epoch(trainer.current_epoch)
         if target > self.round:
             self._start_round(trainer, pl_module, self.round + 1)
 
@@ -287,7 +306,7 @@ class LotteryTicket(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_metrics = _scalars(trainer.callback_metrics)
-        finished_round = (trainer.current_epoch + 1) % self.epochs_per_round == 0
+        finished_round = self.round_of_epoch(trainer.current_epoch + 1) > self.round_of_epoch(trainer.current_epoch)
         if finished_round and not any(h["round"] == self.round for h in self.history):
             self._finish_round(trainer, pl_module)
 

@@ -93,6 +93,37 @@ def test_late_rewind_restores_step_k_weights_optimizer_and_schedule():
     assert int(saved) == k
 
 
+class CosineNet(TinyNet):
+    """SGD with a cosine over one round of ``epochs`` epochs, stepped per epoch (as lth-train's Classifier)."""
+
+    def __init__(self, epochs: int):
+        super().__init__(optimizer="sgd", lr=0.1)
+        self.epochs = epochs
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs)}
+
+
+def test_late_rewound_rounds_train_from_step_k_to_round_0s_end():
+    """Frankle et al. 2019, Alg. 2: train m*W_k from iteration k to T. With 8 steps per epoch, rewinding to step
+    12 (inside epoch 1) makes each later round one epoch shorter, so its cosine ends where round 0's ended
+    instead of climbing back up for the extra epochs."""
+    cb = LotteryTicket(rounds=2, epochs_per_round=3, prune_rate=0.3, rewind=12)
+    _, probe = fit(cb, CosineNet(epochs=3))
+    lrs = [probe.starts[e]["lr"] for e in sorted(probe.starts)]
+    assert len(lrs) == cb.total_epochs == 3 + 2 * 2
+    round0 = lrs[:3]
+    assert lrs[3:5] == pytest.approx(round0[1:]) and lrs[5:7] == pytest.approx(round0[1:])
+    assert [h["end_epoch"] for h in cb.history] == [3, 5, 7]
+    assert [h["end_step"] - h["start_step"] for h in cb.history] == [24, 16, 16]
+
+
+def test_rewind_step_must_leave_something_to_train():
+    with pytest.raises(ValueError, match=r"rewind=24 is not inside round 0, which has 24 optimizer steps"):
+        fit(LotteryTicket(rounds=1, epochs_per_round=3, rewind=24))
+
+
 def test_lr_rewind_keeps_weights_and_replays_schedule():
     cb = LotteryTicket(rounds=2, epochs_per_round=2, prune_rate=0.3, rewind="lr")
     _, probe = fit(cb, TinyNet(scheduler=True))
@@ -304,7 +335,7 @@ def test_matching_max_epochs_accepted():
 
 
 def test_rewind_step_beyond_round0_fails_at_fit_start():
-    with pytest.raises(ValueError, match=r"rewind=500 is beyond round 0, which has 16 optimizer steps; allowed: 0..16"):
+    with pytest.raises(ValueError, match=r"rewind=500 is not inside round 0, which has 16 optimizer steps; allowed: 0..15"):
         fit(LotteryTicket(rounds=1, epochs_per_round=2, rewind=500))
 
 
