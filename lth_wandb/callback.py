@@ -35,7 +35,7 @@ from lth_wandb.arguments import (
     load_ticket_arg,
 )
 from lth_wandb.pruning import check_rate, check_scope, matches, prune, rate_overrides, shuffle_positions
-from lth_wandb.rewind import RoundStates, fresh_values, masked, reinit_owner
+from lth_wandb.rewind import RoundStates, fresh_values, masked
 from lth_wandb.rng import rng_state, set_rng_state
 from lth_wandb.ticket import Ticket, check_compatible
 
@@ -64,7 +64,8 @@ class LotteryTicket(pl.Callback):
         rewind: ``"init"`` (θ0), an int k (late rewinding to the state after k optimizer steps of round 0),
             ``"lr"`` (keep weights, replay the LR schedule from the start) or ``"none"`` (fine-tune: keep
             weights and optimizer state).
-        control: ``None``; ``"reinit"`` (same masks, fresh random initialisation of the pruned tensors); or
+        control: ``None``; ``"reinit"`` (same masks, survivors redrawn from θ0's distribution: each pruned tensor's
+            θ0 values shuffled, so any initialiser is honoured; biases and other tensors stay at θ0); or
             ``"random_mask"`` (random positions at the per-tensor densities the criterion would give).
         monitor: metric whose best value per round is recorded, with the global step where it occurred (the
             paper's early-stopping iteration).
@@ -117,6 +118,7 @@ class LotteryTicket(pl.Callback):
         self._best: dict[str, Any] = {}
         self._epoch_metrics: dict[str, float] = {}  # scalar metrics at the last epoch end
         self._steps_per_epoch = 0  # optimizer steps per epoch, known from on_train_start
+        self._reinit_source: dict[str, torch.Tensor] = {}  # what the reinit control shuffles; θ0 when empty
         self._round_started_at = time.monotonic()
         self._round_start_step = 0  # global step where the current round began
         self._module_class = ""
@@ -213,8 +215,8 @@ class LotteryTicket(pl.Callback):
         ``fit`` runs it too; calling it first lets an app fail before it starts loggers or data loading.
 
         Raises:
-            ValueError: the selection is empty, a ``layer_rates`` glob matches none of it, a tensor cannot be
-                reinitialised for ``control="reinit"``, or the ticket does not fit ``module``.
+            ValueError: the selection is empty, a ``layer_rates`` glob matches none of it, or the ticket does not
+                fit ``module``.
         """
         names = self._select(module)
         unmatched = [key for key in self.layer_rates if not any(matches(n, key) for n in names)]
@@ -223,9 +225,6 @@ class LotteryTicket(pl.Callback):
                 f"layer_rates globs {unmatched} match none of the pruned tensors {names[:10]}. Hint: globs match "
                 "whole names, e.g. '*out.weight'; a key without * matches a name's end, e.g. 'out.weight'"
             )
-        if self.control == "reinit":
-            for name in names:
-                reinit_owner(module, name)  # fails now, not at round 1, if a tensor cannot be reinitialised
         return names
 
     def check_rewind_step(self, steps_round0: int) -> None:
@@ -249,6 +248,9 @@ class LotteryTicket(pl.Callback):
         names = self.check_model(pl_module)
         # A fresh start. When resuming, load_state_dict runs after this and replaces all of it.
         if self._ticket is not None:
+            # A ticket holds only its survivors' values; the model as built holds draws from its initialiser,
+            # which the reinit control shuffles (see rewind.fresh_values).
+            self._reinit_source = {n: p.detach().to("cpu", copy=True) for n, p in pl_module.named_parameters()}
             self._ticket.apply(pl_module)
             self.masks = M.copy_masks(self._ticket.masks)
         else:
@@ -258,7 +260,7 @@ class LotteryTicket(pl.Callback):
             self.masks = shuffle_positions(self.masks, full, self._generator(0, "random_mask"))
         self._states.masks[0] = M.copy_masks(self.masks)
         if self._ticket is not None and self.control == "reinit":
-            self._states.draws[0] = fresh_values(pl_module, self.masks, self._seed_for(0, "reinit"))
+            self._states.draws[0] = fresh_values(self._reinit_source, self.masks, self._seed_for(0, "reinit"))
         if self._ticket is not None and self.control is not None:
             state = {**pl_module.state_dict(), **self._states.draws.get(0, {})}
             pl_module.load_state_dict(masked(state, self.masks))
@@ -285,6 +287,14 @@ class LotteryTicket(pl.Callback):
         target = self.round_of_epoch(trainer.current_epoch)
         if target > self.round:
             self._start_round(trainer, pl_module, self.round + 1)
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
+        # The paper trains f(x; m*w): pruned weights have zero gradient. Lightning clips right after this hook, and
+        # a norm over the pruned entries' gradients would scale the survivors' updates differently.
+        if trainer.gradient_clip_val and self._enforcer.params:
+            grads = [p.grad for p in self._enforcer.params if p.grad is not None]
+            factors = [f for p, f in zip(self._enforcer.params, self._enforcer.factors, strict=True) if p.grad is not None]
+            torch._foreach_mul_(grads, factors)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -369,7 +379,8 @@ class LotteryTicket(pl.Callback):
         self.round = new_round
         self._states.masks[new_round] = M.copy_masks(self.masks)
         if self.control == "reinit":
-            self._states.draws[new_round] = fresh_values(pl_module, self.masks, self._seed_for(new_round, "reinit"))
+            source = self._reinit_source or self._states.theta0
+            self._states.draws[new_round] = fresh_values(source, self.masks, self._seed_for(new_round, "reinit"))
         # load_state_dict copies values into the live tensors: nothing aliases the saved state.
         pl_module.load_state_dict(self._states.start_weights(new_round))
         self._states.restore_optimizers(trainer.optimizers, [c.scheduler for c in trainer.lr_scheduler_configs])
