@@ -292,9 +292,9 @@ class LotteryTicket(pl.Callback):
         # The paper trains f(x; m*w): pruned weights have zero gradient. Lightning clips right after this hook, and
         # a norm over the pruned entries' gradients would scale the survivors' updates differently.
         if trainer.gradient_clip_val and self._enforcer.params:
-            grads = [p.grad for p in self._enforcer.params if p.grad is not None]
-            factors = [f for p, f in zip(self._enforcer.params, self._enforcer.factors, strict=True) if p.grad is not None]
-            torch._foreach_mul_(grads, factors)
+            params, factors = self._enforcer.params, self._enforcer.factors
+            live = [i for i, p in enumerate(params) if p.grad is not None]
+            torch._foreach_mul_([params[i].grad for i in live], [factors[i] for i in live])
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
