@@ -248,3 +248,38 @@ def test_wandb_sync_of_a_killed_and_resumed_offline_run_gives_one_run(wandb_serv
     assert [r["round"] for r in round_rows(run)] == [0, 1, 2]
     found = versions(api, "lottery-ticket", f"ticket-{run.id}")
     assert sorted(found) == [0, 1, 2] and all(f"round-{r}" in found[r] for r in found)
+
+
+# -- lth-report --save: a W&B Report published and read back ---------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["group", "sweep"])
+def test_lth_report_publishes_a_report_that_reads_back_with_its_blocks(source, wandb_server, tmp_path):
+    import wandb_workspaces.reports.v2 as wr
+
+    if source == "group":
+        name = f"report-{tmp_path.name}"
+        trained = lth_train(wandb_server, tmp_path, "pruning.rounds=1", f"wandb.group={name}")
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        run_id, title = run_id_of(tmp_path), f"group {name}"
+    else:
+        config = yaml.safe_load((ROOT / "sweeps" / "controls_grid.yaml").read_text())
+        config["parameters"].update({k: {"value": v} for k, v in TINY_SWEEP.items()})
+        name = create_sweep(wandb_server, tmp_path, config)
+        agent = wandb_cli(wandb_server, tmp_path, "agent", "--count", "1", f"{ENTITY}/{PROJECT}/{name}")
+        assert agent.returncode == 0, agent.stderr[-3000:]
+        (run,) = wandb.Api().sweep(f"{ENTITY}/{PROJECT}/{name}").runs
+        run_id, title = run.id, f"sweep {name}"
+    command = [sys.executable, "-m", "lth_wandb.report.cli", "--entity", ENTITY, "--project", PROJECT,
+               f"--{source}", name, "--save"]  # fmt: skip
+    published = subprocess.run(command, cwd=tmp_path, env=online_env(wandb_server, tmp_path), capture_output=True,
+                               text=True, timeout=300)  # fmt: skip
+    assert published.returncode == 0, published.stderr[-3000:]
+    (url,) = re.findall(r"Published: (\S+)", published.stdout)
+    report = wr.Report.from_url(url)
+    assert name in report.title and "1 run" in report.description and title in report.description
+    grids = [b for b in report.blocks if isinstance(b, wr.PanelGrid)]
+    assert grids and all(g.runsets[0].project == PROJECT for g in grids)
+    assert any(isinstance(b, wr.UnorderedList) for b in report.blocks)  # the ticket links
+    text = json.dumps(report._to_model().model_dump(by_alias=True), default=str)
+    assert f"ticket-{run_id}" in text and "round/density" in text

@@ -134,7 +134,11 @@ class Project:
     def runCount(self, filters: str | None = None) -> int:
         return self.runs(filters).totalCount
 
-    readOnly = False
+    readOnly, isBenchmark = False, False
+
+    @property
+    def user(self) -> User:
+        return User(self.entity.name)
 
     # sweeps
     def sweep(self, sweepName: str) -> Sweep | None:
@@ -340,7 +344,8 @@ class User:
 
     def __post_init__(self):
         self.username = self.username or self.name
-        self.id = gid("User")
+        self.id, self.entity, self.admin, self.flags, self.deletedAt = gid("User"), self.name, False, "{}", None
+        self.apiKeys, self.teams = Connection([]), Connection([])
 
 
 class RunFile:

@@ -63,6 +63,15 @@ class Query:
 
     model = project
 
+    def models(self, entityName: str | None = None, first: int | None = None, after: str | None = None):
+        return Connection(list(self.backend.entity(entityName).projects.values()), first, after)
+
+    def view(self, id: str):
+        view = self.backend.views.get(id)
+        if view is None:
+            raise GraphQLError(f"view {id} not found")
+        return view
+
     def entity(self, name: str | None = None, **_ignored):
         return self.backend.entity(name)
 
