@@ -4,7 +4,7 @@ names the bad value, the allowed values and a hint."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from typing import Any
 
@@ -59,16 +59,44 @@ def check_mode(mode: str) -> str:
 
 
 def check_tolerance(tolerance: float) -> float:
-    if not isinstance(tolerance, (int, float)) or tolerance < 0 or math.isnan(tolerance):
-        raise ValueError(f"tolerance={tolerance!r} must be a number >= 0 (0 = at least as good as round 0).")
+    number = isinstance(tolerance, (int, float)) and not isinstance(tolerance, bool)
+    if not number or not 0 <= tolerance < math.inf:
+        raise ValueError(
+            f"tolerance={tolerance!r} must be a finite number >= 0 (0 = at least as good as round 0; infinity "
+            "would make every round a winner)."
+        )
     return float(tolerance)
+
+
+def check_seed(seed: Any) -> int | None:
+    """None (take ``torch.initial_seed()``) or a whole number; a float would be silently truncated."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed={seed!r} must be a whole number >= 0, or None to follow torch.initial_seed().")
+    return seed
+
+
+def check_monitor(monitor: Any) -> str:
+    if not isinstance(monitor, str) or not monitor:
+        raise ValueError(f"monitor={monitor!r} must be the name of a logged metric, e.g. 'val/loss'.")
+    return monitor
+
+
+def check_layer_rates(layer_rates: Any) -> dict[str, float]:
+    """None or a mapping of glob -> rate; the rates themselves are checked by ``pruning.rate_overrides``."""
+    if layer_rates is None:
+        return {}
+    if not isinstance(layer_rates, Mapping) or not all(isinstance(k, str) for k in layer_rates):
+        raise ValueError(
+            f"layer_rates={layer_rates!r} must be a mapping of name globs to rates, e.g. {{'*out.weight': 0.1}}."
+        )
+    return dict(layer_rates)
 
 
 def check_parameters(parameters: Sequence[str] | None) -> list[str] | None:
     """None (every Linear/Conv weight) or a non-empty list of globs over ``named_parameters()`` names."""
     if parameters is None:
         return None
-    if isinstance(parameters, str) or not list(parameters):
+    if isinstance(parameters, str) or not list(parameters) or not all(isinstance(g, str) for g in parameters):
         raise ValueError(
             f"parameters={parameters!r} must be a non-empty list of globs over named_parameters() names. "
             "Hint: parameters=['*.weight'] or leave it unset for every Linear/Conv weight."

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from lth_wandb import criteria
@@ -28,9 +29,12 @@ from lth_wandb import masks as M
 from lth_wandb.arguments import (
     check_control,
     check_int,
+    check_layer_rates,
     check_mode,
+    check_monitor,
     check_parameters,
     check_rewind,
+    check_seed,
     check_tolerance,
     load_ticket_arg,
 )
@@ -99,17 +103,17 @@ class LotteryTicket(pl.Callback):
         self.epochs_per_round = check_int(epochs_per_round, "epochs_per_round", 1, "the paper trains ~50 epochs")
         self.prune_rate = check_rate(prune_rate)
         self.scope = check_scope(scope)
-        self.layer_rates = dict(layer_rates or {})
+        self.layer_rates = check_layer_rates(layer_rates)
         rate_overrides(self.layer_rates, self.layer_rates)  # validates every rate now, not at round 1
         self.parameters = check_parameters(parameters)
         criteria.get(criterion)
         self.criterion = criterion
         self.rewind = check_rewind(rewind)
         self.control = check_control(control, self.rewind)
-        self.monitor, self.mode = monitor, check_mode(mode)
+        self.monitor, self.mode = check_monitor(monitor), check_mode(mode)
         self.tolerance = check_tolerance(tolerance)
         self._ticket = load_ticket_arg(ticket)
-        self.seed = int(torch.initial_seed() if seed is None else seed)
+        self.seed = int(torch.initial_seed() if check_seed(seed) is None else seed)
 
         self.round = 0
         self.masks: M.Masks = {}
@@ -244,6 +248,7 @@ class LotteryTicket(pl.Callback):
         if stage != "fit":
             return
         self._module_class = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
+        self._check_trainer(trainer)
         self._set_max_epochs(trainer)
         names = self.check_model(pl_module)
         # A fresh start. When resuming, load_state_dict runs after this and replaces all of it.
@@ -266,6 +271,12 @@ class LotteryTicket(pl.Callback):
             pl_module.load_state_dict(masked(state, self.masks))
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for opt in trainer.optimizers:
+            if isinstance(opt, torch.optim.LBFGS):
+                raise ValueError(
+                    "LotteryTicket cannot keep pruned weights at zero under LBFGS: its closure re-evaluates the "
+                    "model between the masked steps. Hint: use an element-wise optimizer (SGD, Adam, AdamW)"
+                )
         # Optimizers exist from here on (and are rebuilt by every fit), so the enforcement hook goes on now.
         self._hooks = [opt.register_step_post_hook(self._enforce) for opt in trainer.optimizers]
         self._build_enforcer(pl_module)
@@ -342,9 +353,16 @@ class LotteryTicket(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = state_dict.get("settings", {})
+        # The seed may differ: it defaults to torch.initial_seed(), and the checkpoint's wins below.
         changed = {k: (v, saved[k]) for k, v in self._settings().items() if k in saved and saved[k] != v}
+        changed.pop("seed", None)
         if changed:
-            warnings.warn(f"LotteryTicket settings differ from the checkpoint's (now, saved): {changed}", stacklevel=2)
+            described = ", ".join(f"{k}={now!r} (checkpoint: {then!r})" for k, (now, then) in changed.items())
+            raise ValueError(
+                f"LotteryTicket settings differ from the checkpoint's: {described}. A resumed run continues with "
+                "the settings it was trained with. Hint: build the LotteryTicket with the checkpoint's settings"
+            )
+        self.seed = saved.get("seed", self.seed)
         self.round = state_dict["round"]
         self.masks = state_dict["masks"]
         self.history = list(state_dict["history"])
@@ -376,6 +394,13 @@ class LotteryTicket(pl.Callback):
             new_masks = shuffle_positions(new_masks, self.masks, self._generator(new_round, "random_mask"))
         # Every rank must train the same subnetwork, whatever rounding or ties did locally.
         self.masks = trainer.strategy.broadcast(new_masks, src=0)
+        emptied = [name for name, m in self.masks.items() if not bool(m.any())]
+        if emptied:
+            rank_zero_warn(
+                f"LotteryTicket: round {new_round} prunes every weight of {emptied}: no signal passes through them, "
+                "so this round and the ones after cannot learn. Hint: fewer rounds, or a lower rate for them "
+                "(layer_rates)"
+            )
         self.round = new_round
         self._states.masks[new_round] = M.copy_masks(self.masks)
         if self.control == "reinit":
@@ -434,7 +459,21 @@ class LotteryTicket(pl.Callback):
                 f"parameters={self.parameters!r} selects no tensor of {type(pl_module).__name__}; available "
                 f"names: {list(params)[:20]}. Hint: pass globs such as ['*.weight']."
             )
+        _refuse_tied(pl_module, names)
         return names
+
+    def _check_trainer(self, trainer: pl.Trainer) -> None:
+        """Refuse what would silently break the rounds: a step limit, or a second fit of a used callback."""
+        if trainer.max_steps not in (None, -1):
+            raise ValueError(
+                f"Trainer(max_steps={trainer.max_steps}) would end training inside a round, which LotteryTicket "
+                "would record as finished. Hint: leave max_steps unset; rounds and epochs_per_round set the length"
+            )
+        if self.history and trainer.ckpt_path is None:
+            raise ValueError(
+                f"this LotteryTicket already trained {len(self.history)} rounds in an earlier fit. Hint: use a new "
+                "LotteryTicket for a new run, or continue this one with trainer.fit(..., ckpt_path=...)"
+            )
 
     def _set_max_epochs(self, trainer: pl.Trainer) -> None:
         current = trainer.fit_loop.max_epochs
@@ -482,6 +521,19 @@ class LotteryTicket(pl.Callback):
             "tolerance": self.tolerance,
             "seed": self.seed,
         }
+
+
+def _refuse_tied(module: nn.Module, names: list[str]) -> None:
+    """A pruned tensor reachable under two names would be rewound unmasked through the second one."""
+    owners: dict[int, list[str]] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(param), []).append(name)
+    tied = [aliases for aliases in owners.values() if len(aliases) > 1 and set(aliases) & set(names)]
+    if tied:
+        raise ValueError(
+            f"tied weights {tied[0]} are one tensor under several names; LotteryTicket does not prune tied weights. "
+            "Hint: leave them out of `parameters`, or untie them"
+        )
 
 
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:

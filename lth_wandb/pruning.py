@@ -19,12 +19,13 @@ SCOPES = ("global", "layerwise")
 
 def check_rate(rate: float, what: str = "prune_rate", *, allow_zero: bool = False) -> float:
     """Validate a pruning rate: the fraction of *remaining* weights removed per round."""
-    low_ok = rate >= 0 if allow_zero else rate > 0
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (low_ok and rate < 1):
+    number = isinstance(rate, (int, float)) and not isinstance(rate, bool)
+    if not number or not ((rate >= 0 if allow_zero else rate > 0) and rate < 1):
         interval = "[0, 1)" if allow_zero else "(0, 1)"
+        problem = f"is outside {interval}" if number else f"must be a number in {interval}, not {type(rate).__name__}"
         raise ValueError(
-            f"{what}={rate!r} is outside {interval}; it is the fraction of the remaining weights removed per "
-            "round. Hint: the paper uses 0.2 (0.1 for the output layer)."
+            f"{what}={rate!r} {problem}; it is the fraction of the remaining weights removed per round. Hint: the "
+            "paper uses 0.2 (0.1 for the output layer)."
         )
     return float(rate)
 

@@ -303,9 +303,18 @@ def test_state_dict_roundtrip():
         (dict(rewind="start"), r"unknown rewind 'start'; allowed: \['init', 'lr', 'none'\] or an int step"),
         (dict(rewind=-3), r"rewind=-3 must be a step >= 0"),
         (dict(mode="up"), r"mode='up' is not one of \['min', 'max'\]"),
-        (dict(tolerance=-1), r"tolerance=-1 must be a number >= 0"),
+        (dict(tolerance=-1), r"tolerance=-1 must be a finite number >= 0"),
+        (dict(tolerance=float("inf")), r"tolerance=inf must be a finite number >= 0 .*every round a winner"),
         (dict(parameters=[]), r"parameters=\[\] must be a non-empty list of globs"),
+        (dict(parameters=["*", 3]), r"parameters=\['\*', 3\] must be a non-empty list of globs"),
         (dict(layer_rates={"*fc3*": 2}), r"layer_rates\['\*fc3\*'\]=2 is outside \[0, 1\)"),
+        (dict(layer_rates={"*": "abc"}), r"layer_rates\['\*'\]='abc' must be a number in \[0, 1\), not str"),
+        (dict(layer_rates="abc"), r"layer_rates='abc' must be a mapping of name globs to rates"),
+        (dict(prune_rate="0.2"), r"prune_rate='0.2' must be a number in \(0, 1\), not str"),
+        (dict(prune_rate=None), r"prune_rate=None must be a number in \(0, 1\), not NoneType"),
+        (dict(seed="abc"), r"seed='abc' must be a whole number >= 0"),
+        (dict(seed=1.7), r"seed=1.7 must be a whole number >= 0"),
+        (dict(monitor=5), r"monitor=5 must be the name of a logged metric"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, message):
@@ -430,3 +439,50 @@ def test_reinit_draws_from_theta0s_distribution_whatever_the_initialiser():
         theta0, drawn = cb._states.theta0[name], cb._states.draws[1][name]
         assert torch.equal(drawn.flatten().sort().values, theta0.flatten().sort().values)  # θ0's own values...
         assert not torch.equal(drawn, theta0)  # ...in new places
+
+
+def test_a_step_limit_is_refused():
+    with pytest.raises(ValueError, match=r"Trainer\(max_steps=5\) would end training inside a round"):
+        fit(LotteryTicket(rounds=2, epochs_per_round=1), max_steps=5)
+
+
+def test_a_second_fit_of_a_used_callback_is_refused():
+    cb = LotteryTicket(rounds=1, epochs_per_round=1)
+    model, _ = fit(cb)
+    with pytest.raises(ValueError, match=r"already trained 2 rounds in an earlier fit. Hint: use a new LotteryTicket"):
+        fit(cb, model)
+    assert cb.history[-1]["density"] == pytest.approx(0.8, abs=0.01) and cb.density() == cb.history[-1]["density"]
+
+
+def test_lbfgs_is_refused():
+    class LBFGSNet(TinyNet):
+        def configure_optimizers(self):
+            return torch.optim.LBFGS(self.parameters())
+
+    with pytest.raises(ValueError, match=r"cannot keep pruned weights at zero under LBFGS"):
+        fit(LotteryTicket(rounds=1, epochs_per_round=1), LBFGSNet())
+
+
+def test_tied_weights_are_refused():
+    class Tied(TinyNet):
+        def __init__(self):
+            super().__init__()
+            self.net[4] = torch.nn.Linear(16, 16)
+            self.head = torch.nn.Linear(16, 16)
+            self.head.weight = self.net[4].weight
+
+    with pytest.raises(ValueError, match=r"tied weights \['net.4.weight', 'head.weight'\] are one tensor"):
+        LotteryTicket().check_model(Tied())
+
+
+def test_a_layer_pruned_away_is_warned_about():
+    cb = LotteryTicket(rounds=3, epochs_per_round=1, prune_rate=0.5, layer_rates={"net.4.weight": 0.99})
+    with pytest.warns(UserWarning, match=r"prunes every weight of \['net.4.weight'\]"):
+        fit(cb)
+
+
+def test_resuming_with_other_settings_is_refused():
+    cb = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5)
+    fit(cb)
+    with pytest.raises(ValueError, match=r"settings differ from the checkpoint's: rounds=3 \(checkpoint: 1\)"):
+        LotteryTicket(rounds=3, epochs_per_round=1, prune_rate=0.5).load_state_dict(cb.state_dict())
