@@ -267,7 +267,10 @@ class LotteryTicket(pl.Callback):
         if self._ticket is not None and self.control == "reinit":
             self._states.draws[0] = fresh_values(self._reinit_source, self.masks, self._seed_for(0, "reinit"))
         if self._ticket is not None and self.control is not None:
-            state = {**pl_module.state_dict(), **self._states.draws.get(0, {})}
+            # The ticket's file holds values only at its own positions: a random mask takes the model's initial
+            # values (θ0, when built the same way from the same seed) at its new positions.
+            initial = {n: self._reinit_source[n] for n in self.masks}
+            state = {**pl_module.state_dict(), **initial, **self._states.draws.get(0, {})}
             pl_module.load_state_dict(masked(state, self.masks))
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

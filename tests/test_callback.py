@@ -280,6 +280,21 @@ def test_ticket_reinit_control_from_ticket():
     assert not torch.allclose(w[kept], ticket.rewind_weights["net.0.weight"][kept])
 
 
+def test_ticket_random_mask_control_takes_theta0_values_at_its_new_positions():
+    pl.seed_everything(0, verbose=False)
+    theta0 = TinyNet().state_dict()  # fit() builds the same network from the same seed
+    cb = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5)
+    fit(cb)
+    ticket = cb.ticket()
+    control = LotteryTicket(ticket=ticket, rounds=0, epochs_per_round=1, control="random_mask", seed=3)
+    pl.seed_everything(0, verbose=False)
+    _, probe = fit(control, TinyNet())
+    start = probe.starts[0]["weights"]["net.0.weight"]
+    mask = control.masks["net.0.weight"]
+    assert mask.sum() == ticket.masks["net.0.weight"].sum() and not torch.equal(mask, ticket.masks["net.0.weight"])
+    assert torch.equal(start, theta0["net.0.weight"] * mask)  # θ0 at the new positions, not the ticket's zeros
+
+
 def test_state_dict_roundtrip():
     cb = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5)
     fit(cb)
