@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 from lth_wandb.ticket import Ticket
@@ -111,3 +112,27 @@ def load_ticket_arg(ticket: Ticket | str | PathLike | None) -> Ticket | None:
     if isinstance(ticket, (str, PathLike)):
         return Ticket.load(ticket)
     raise TypeError(f"ticket={ticket!r} must be a Ticket, a directory written by Ticket.save, or None")
+
+
+def load_mask_sequence(masks_from: Any, rounds: int) -> list[dict]:
+    """The masks of rounds 1..``rounds`` from a run's tickets (``<folder>/tickets/round-<r>/ticket`` or
+    ``<tickets>/round-<r>/ticket``), or a list of masks as given; [] for None."""
+    if masks_from is None:
+        return []
+    if isinstance(masks_from, (str, PathLike)):
+        folder = Path(masks_from).expanduser()
+        folder = folder / "tickets" if (folder / "tickets").is_dir() else folder
+        missing = [r for r in range(1, rounds + 1) if not (folder / f"round-{r}" / "ticket").is_dir()]
+        if missing:
+            raise FileNotFoundError(
+                f"masks_from={str(masks_from)!r} has no ticket for rounds {missing} (looked for "
+                f"{folder}/round-<r>/ticket). Hint: pass a finished run's output folder, with rounds <= its rounds"
+            )
+        return [Ticket.load(folder / f"round-{r}" / "ticket").masks for r in range(1, rounds + 1)]
+    masks = list(masks_from)
+    if len(masks) < rounds or not all(isinstance(m, Mapping) for m in masks):
+        raise ValueError(
+            f"masks_from holds {len(masks)} entries but rounds={rounds} needs one mask dict per round. Hint: one "
+            "{name: bool tensor} per round 1..rounds"
+        )
+    return masks[:rounds]

@@ -36,6 +36,7 @@ from lth_wandb.arguments import (
     check_rewind,
     check_seed,
     check_tolerance,
+    load_mask_sequence,
     load_ticket_arg,
 )
 from lth_wandb.pruning import check_rate, check_scope, matches, prune, rate_overrides, shuffle_positions
@@ -79,6 +80,10 @@ class LotteryTicket(pl.Callback):
             dense network (e.g. ``rounds=0`` to evaluate it, with ``control="reinit"`` for the control).
         seed: seeds the random criterion and controls. Default: ``torch.initial_seed()`` at construction, so
             ``pl.seed_everything`` makes them reproducible.
+        masks_from: the masks of rounds 1..rounds, to train instead of pruning: a finished run's ``tickets``
+            folder (``round-<r>/ticket``), its output folder, or a list of masks. With ``control`` this is the
+            paper's control experiment: IMP's own masks with fresh values (``"reinit"``), or random masks at IMP's
+            per-layer densities (``"random_mask"``), each round rewound like IMP.
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class LotteryTicket(pl.Callback):
         tolerance: float = 0.0,
         ticket: Ticket | str | PathLike | None = None,
         seed: int | None = None,
+        masks_from: Sequence[M.Masks] | str | PathLike | None = None,
     ):
         self.rounds = check_int(rounds, "rounds", 0, "use 0 to train once without pruning")
         self.epochs_per_round = check_int(epochs_per_round, "epochs_per_round", 1, "the paper trains ~50 epochs")
@@ -113,6 +119,8 @@ class LotteryTicket(pl.Callback):
         self.monitor, self.mode = check_monitor(monitor), check_mode(mode)
         self.tolerance = check_tolerance(tolerance)
         self._ticket = load_ticket_arg(ticket)
+        self.masks_from = None if masks_from is None or not isinstance(masks_from, (str, PathLike)) else str(masks_from)
+        self._mask_sequence = load_mask_sequence(masks_from, self.rounds)
         self.seed = int(torch.initial_seed() if check_seed(seed) is None else seed)
 
         self.round = 0
@@ -379,22 +387,21 @@ class LotteryTicket(pl.Callback):
     # Rounds
 
     def _start_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule, new_round: int) -> None:
-        """Prune by the scores of the round just finished, then rewind weights, optimizer and schedulers."""
+        """Prune by the scores of the round just finished (or take ``masks_from``'s next mask), then rewind
+        weights, optimizer and schedulers."""
         if self._states.point is None:
             self._capture(trainer, pl_module)  # late rewinding to the very last step of round 0
-        params = dict(pl_module.named_parameters())
-        reference = self._states.start_weights(self.round) if self.criterion in criteria.NEEDS_REFERENCE else {}
-        score = criteria.get(self.criterion)
-        generator = self._generator(new_round, "criterion")
-        scores = {
-            name: score(params[name].detach(), _to(reference.get(name), params[name]), generator).to(
-                params[name].device
-            )
-            for name in self.masks
-        }
-        new_masks = prune(scores, self.masks, self.prune_rate, self.scope, self.layer_rates)
+        if self._mask_sequence:
+            # The control of a finished run: its round's mask, at random positions of the full tensor for
+            # random_mask (each density drawn afresh, as the paper's random pruning).
+            new_masks = M.copy_masks(self._mask_sequence[new_round - 1])
+            previous = M.full_masks(new_masks)
+        else:
+            scores = self._scores(pl_module, new_round)
+            new_masks = prune(scores, self.masks, self.prune_rate, self.scope, self.layer_rates)
+            previous = self.masks
         if self.control == "random_mask":
-            new_masks = shuffle_positions(new_masks, self.masks, self._generator(new_round, "random_mask"))
+            new_masks = shuffle_positions(new_masks, previous, self._generator(new_round, "random_mask"))
         # Every rank must train the same subnetwork, whatever rounding or ties did locally.
         self.masks = trainer.strategy.broadcast(new_masks, src=0)
         emptied = [name for name, m in self.masks.items() if not bool(m.any())]
@@ -416,6 +423,19 @@ class LotteryTicket(pl.Callback):
         self._best = {}
         self._round_started_at = time.monotonic()
         self._round_start_step = trainer.global_step
+
+    def _scores(self, pl_module: pl.LightningModule, new_round: int) -> dict[str, torch.Tensor]:
+        """The criterion's score of every masked tensor at the end of the round just finished."""
+        params = dict(pl_module.named_parameters())
+        reference = self._states.start_weights(self.round) if self.criterion in criteria.NEEDS_REFERENCE else {}
+        score = criteria.get(self.criterion)
+        generator = self._generator(new_round, "criterion")
+        return {
+            name: score(params[name].detach(), _to(reference.get(name), params[name]), generator).to(
+                params[name].device
+            )
+            for name in self.masks
+        }
 
     def _finish_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._states.record_trained(self.round, pl_module)
@@ -463,6 +483,12 @@ class LotteryTicket(pl.Callback):
                 f"names: {list(params)[:20]}. Hint: pass globs such as ['*.weight']."
             )
         _refuse_tied(pl_module, names)
+        for number, masks in enumerate(self._mask_sequence, start=1):
+            if set(masks) != set(names) or any(masks[n].shape != params[n].shape for n in names):
+                raise ValueError(
+                    f"masks_from={self.masks_from!r}: round {number}'s masks cover {sorted(masks)[:5]} but this model "
+                    f"prunes {names[:5]} (or a shape differs). Hint: use the same model and parameters as that run"
+                )
         return names
 
     def _check_trainer(self, trainer: pl.Trainer) -> None:
@@ -523,6 +549,7 @@ class LotteryTicket(pl.Callback):
             "mode": self.mode,
             "tolerance": self.tolerance,
             "seed": self.seed,
+            "masks_from": self.masks_from,
         }
 
 

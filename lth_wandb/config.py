@@ -60,6 +60,9 @@ class PruningConfig:
     monitor: str = "val/loss"
     mode: str = "min"
     tolerance: float = 0.0
+    # Train a finished run's masks instead of pruning (its output folder): with a control, the paper's controls.
+    # `lth-train controls=<IMP run folder>` sets it, with both controls.
+    masks_from: str | None = None
 
 
 @dataclass

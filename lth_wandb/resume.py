@@ -114,7 +114,7 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
         ResumeError: the reference finds no run or checkpoint, or asks for a multirun.
         SystemExit: (code 0) the run already finished.
     """
-    refs = [a for a in argv if _key(a) == "resume"]
+    refs = [a for a in argv if override_key(a) == "resume"]
     if not refs or _launched_rank() > 0:  # DDP ranks are started with rank 0's command line, already expanded
         return list(argv)
     value = refs[-1].split("=", 1)[1]
@@ -125,7 +125,7 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
     folder, checkpoint = locate(value)
     others = [a for a in argv if a not in refs]
     if folder is None:  # a checkpoint from elsewhere: its weights and state, in a new run
-        return [*others, f"resume={_quote(checkpoint)}"]
+        return [*others, f"resume={quote(checkpoint)}"]
     record = RunRecord.read(folder)
     if record is not None and record.status == "finished":
         print(f"lth-train: the run in {folder} already finished (W&B run {record.wandb_run_id}); nothing to resume.")
@@ -133,9 +133,9 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
     if checkpoint is None:
         print(f"lth-train: {folder} has no checkpoint yet (killed in its first epoch): training it from the start.")
     resume_to = checkpoint if checkpoint is not None else folder
-    given = {_key(a) for a in others}
-    saved = [o for o in saved_overrides(folder) if _key(o) not in given]
-    return [*saved, *others, f"resume={_quote(resume_to)}", f"hydra.run.dir={_quote(folder)}"]
+    given = {override_key(a) for a in others}
+    saved = [o for o in saved_overrides(folder) if override_key(o) not in given]
+    return [*saved, *others, f"resume={quote(resume_to)}", f"hydra.run.dir={quote(folder)}"]
 
 
 def locate(ref: str) -> tuple[Path | None, Path | None]:
@@ -189,7 +189,7 @@ def saved_overrides(folder: Path) -> list[str]:
     if not path.is_file():
         return []
     overrides = yaml.safe_load(path.read_text()) or []
-    return [o for o in overrides if _key(o) != "resume"]
+    return [o for o in overrides if override_key(o) != "resume"]
 
 
 def _launched_rank() -> int:
@@ -197,7 +197,7 @@ def _launched_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0") or 0)
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
     """The key an override sets: ``pruning.rounds`` for ``+pruning.rounds=3``."""
     return override.split("=", 1)[0].lstrip("+~")
 
@@ -212,7 +212,7 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _quote(path: Path | str) -> str:
+def quote(path: Path | str) -> str:
     """A path as a Hydra override value: quoted, so spaces and `=` survive the override parser."""
     text = os.fspath(path)
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

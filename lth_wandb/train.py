@@ -29,7 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lth_wandb import resume
+from lth_wandb import controls, resume
 from lth_wandb.callback import LotteryTicket
 from lth_wandb.checkpoint import AtomicCheckpointIO, LastCheckpoint
 from lth_wandb.config import OBJECTIVES, WANDB_MODES, DataConfig, check_known_keys, closest_key
@@ -146,6 +146,7 @@ def build_lottery(cfg: DictConfig, ticket=None) -> LotteryTicket:
         tolerance=p.tolerance,
         ticket=ticket,
         seed=cfg.seed,
+        masks_from=p.masks_from,
     )
 
 
@@ -258,10 +259,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         finish = tracking.finish_run
     try:
-        if logger is not None and cfg.ticket is not None:
-            from lth_wandb.tracking import record_ticket_use
-
-            record_ticket_use(logger.experiment, cfg.ticket)  # lineage: this run consumed that artifact
+        if logger is not None:
+            record_inputs(cfg, logger.experiment)
         callbacks = [lottery, *wandb_callbacks(cfg, lottery, dm, logger, output_dir)]
         trainer = build_trainer(cfg, steps_per_epoch, callbacks, logger, output_dir)
         trainer.fit(model, datamodule=dm, ckpt_path=checkpoint)
@@ -314,6 +313,18 @@ def load_cfg_ticket(cfg: DictConfig, model: pl.LightningModule):
     ticket = load_ticket(cfg.ticket)
     check_compatible(ticket, model)
     return ticket
+
+
+def record_inputs(cfg: DictConfig, run) -> None:
+    """Lineage: the ticket artifact this run trains, or, for controls, the source run's ticket of every round."""
+    from lth_wandb.tracking import record_ticket_use
+
+    if cfg.ticket is not None:
+        record_ticket_use(run, cfg.ticket)
+    source = resume.RunRecord.read(cfg.pruning.masks_from) if cfg.pruning.masks_from else None
+    if source is not None and run.settings.mode == "online":
+        for number in range(1, cfg.pruning.rounds + 1):
+            record_ticket_use(run, f"ticket-{source.wandb_run_id}:round-{number}")
 
 
 def check_seed(seed: Any) -> None:
@@ -451,7 +462,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     quiet_noise()
     try:
-        sys.argv = [sys.argv[0], *resume.expand_argv(sys.argv[1:])]
+        sys.argv = [sys.argv[0], *resume.expand_argv(controls.expand_argv(sys.argv[1:]))]
         _app()
     except USER_ERRORS as error:  # composition errors: bad overrides, unknown options, wrong types
         _exit_with(error)

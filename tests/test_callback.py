@@ -501,3 +501,28 @@ def test_resuming_with_other_settings_is_refused():
     fit(cb)
     with pytest.raises(ValueError, match=r"settings differ from the checkpoint's: rounds=3 \(checkpoint: 1\)"):
         LotteryTicket(rounds=3, epochs_per_round=1, prune_rate=0.5).load_state_dict(cb.state_dict())
+
+
+@pytest.mark.parametrize("control", ["reinit", "random_mask"])
+def test_controls_train_imps_own_masks_round_by_round(tmp_path, control):
+    """The paper's controls: IMP's mask of each round (reinit), or random masks at its per-layer densities
+    (random_mask), rewound every round like IMP, never masks pruned from the control's own weights."""
+    imp = LotteryTicket(rounds=2, epochs_per_round=1, prune_rate=0.5)
+    fit(imp)
+    for number in (1, 2):
+        imp.ticket(number).save(tmp_path / "tickets" / f"round-{number}" / "ticket")
+    cb = LotteryTicket(rounds=2, epochs_per_round=1, prune_rate=0.5, control=control, masks_from=tmp_path, seed=5)
+    _, probe = fit(cb)
+    for number in (1, 2):
+        theirs, ours = imp.ticket(number).masks, cb.ticket(number).masks
+        for name in WEIGHTS:
+            assert ours[name].sum() == theirs[name].sum()  # IMP's per-layer density
+            assert torch.equal(ours[name], theirs[name]) == (control == "reinit")
+            start = probe.starts[number]["weights"][name]
+            assert torch.equal(start != 0, ours[name] & (start != 0))  # zero outside the mask
+    assert cb.history[-1]["density"] == pytest.approx(imp.history[-1]["density"])
+
+
+def test_masks_from_needs_a_ticket_per_round(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"has no ticket for rounds \[1, 2\]"):
+        LotteryTicket(rounds=2, masks_from=tmp_path)

@@ -1,0 +1,46 @@
+"""``lth-train controls=<IMP run folder>``: the paper's controls of a finished IMP run, in one command.
+
+Frankle & Carbin's controls train IMP's *own* masks: each round's mask with survivors redrawn from the initial
+distribution (``reinit``), and random masks at each round's per-layer densities (``random_mask``). This expands to
+a Hydra multirun of the run's own overrides with ``pruning.masks_from=<folder>`` and both controls: one W&B run per
+control, grouped ``controls-of-<run id>``, whose rows lie on the same round axis as the IMP run's.
+
+Hydra-free, like resume.py: the console entry point rewrites the command line before Hydra composes the config.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from lth_wandb.resume import ResumeError, RunRecord, override_key, quote, saved_overrides
+
+CONTROLS = ("reinit", "random_mask")
+
+
+def expand_argv(argv: Sequence[str]) -> list[str]:
+    """The multirun that trains the controls of the run ``controls=`` names; ``argv`` unchanged without one."""
+    refs = [a for a in argv if override_key(a) == "controls"]
+    if not refs:
+        return list(argv)
+    folder = Path(os.path.expanduser(refs[-1].split("=", 1)[1]))
+    record = RunRecord.read(folder) if folder.is_dir() else None
+    if record is None:
+        raise ResumeError(
+            f"controls={folder}: not an lth-train run folder (no run.json). Hint: pass the outputs/<date>/<time> "
+            "folder of a finished IMP run"
+        )
+    pruning = record.config.get("pruning", {})
+    if record.status != "finished" or pruning.get("control") is not None or not pruning.get("rounds"):
+        raise ResumeError(
+            f"controls={folder}: the run is {record.status}, control={pruning.get('control')!r}, "
+            f"rounds={pruning.get('rounds')!r}; controls need a finished IMP run with pruning rounds and no control. "
+            "Hint: resume it first, or pick its IMP run"
+        )
+    others = [a for a in argv if a not in refs and a not in ("-m", "--multirun")]
+    given = {override_key(a) for a in others}
+    controls = {"pruning.masks_from": quote(folder.resolve()), "pruning.control": ",".join(CONTROLS),
+                "wandb.group": f"controls-of-{record.wandb_run_id}"}  # fmt: skip
+    inherited = [o for o in saved_overrides(folder) if override_key(o) not in given | set(controls)]
+    return ["-m", *inherited, *others, *(f"{key}={value}" for key, value in controls.items())]
