@@ -23,10 +23,7 @@ the run directory holds exactly one run file for the id, and ``lth-report`` coun
 from __future__ import annotations
 
 import argparse
-import ctypes
-import functools
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -36,12 +33,14 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lth_wandb import agent
+from lth_wandb.launchers import LAUNCHERS, LocalLauncher, slurm_launcher
 from lth_wandb.leaderboard import SweepRecord, print_leaderboard, rank, write_results
 from lth_wandb.runfiles import find_runs, read_history, read_run
 
 POLL_SECONDS = 0.5  # how often finished processes are collected
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 MAX_CONSECUTIVE_FAILURES = 3  # a broken command fails every run: stop instead of burning the whole count
 
 
@@ -50,7 +49,7 @@ class _Active:
     """A run whose process is alive."""
 
     record: dict[str, Any]
-    process: subprocess.Popen
+    process: Any  # the launcher's handle: poll(), stop(), kill(), wait(timeout)
     directory: Path
     started: float
     stop_reason: str | None = None
@@ -72,6 +71,8 @@ class SweepRunner:
         kill_delay: seconds between SIGTERM and SIGKILL for a stopped run.
         check_every: seconds between early-termination checks. Each reads every running run's file (one call of
             the SDK's reader, ~0.7 s of CPU), and runs write their files this often instead of W&B's 15 s.
+        launcher: where runs execute (``lth_wandb.launchers``): child processes here (default), or SLURM jobs
+            through submitit; the controller stays here either way.
     """
 
     def __init__(
@@ -82,8 +83,10 @@ class SweepRunner:
         sweep_id_env: bool = False,
         kill_delay: float = 30.0,
         check_every: float = 5.0,
+        launcher: Any = None,
     ):
         check_budget(record.config, count, workers)
+        self.launcher = launcher or LocalLauncher()
         self.record, self.count, self.workers = record, count, workers
         self.sweep_id_env, self.kill_delay, self.check_every = sweep_id_env, kill_delay, check_every
         self.metric = record.config.get("metric", {}).get("name")
@@ -184,17 +187,7 @@ class SweepRunner:
         if self.record.config.get("early_terminate"):
             # W&B writes a running run's file every 15 s by default: too stale for stopping decisions.
             env.setdefault("WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL", str(self.check_every))
-        with open(directory / "output.log", "wb") as log:
-            # A session of its own: Ctrl+C on lth-sweep must not reach the runs before we stop them in order.
-            process = subprocess.Popen(
-                command,
-                cwd=directory,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with(os.getpid()) if platform.system() == "Linux" else None,
-            )
+        process = self.launcher.start(command, directory, env)
         record["command"] = command
         self.record.save()
         self.active[run_id] = _Active(record, process, directory, time.monotonic())
@@ -260,25 +253,25 @@ class SweepRunner:
                 active.stop_reason = reason or "early_terminate"
                 active.signalled_at = time.monotonic()
                 _say(f"run {run_id} stopped by {self.record.config['early_terminate']['type']}: {reason}")
-                _signal(active.process, signal.SIGTERM)
+                active.process.stop()
 
     def _escalate(self) -> None:
         for active in self.active.values():
             if active.signalled_at is not None and time.monotonic() - active.signalled_at > self.kill_delay:
-                _signal(active.process, signal.SIGKILL, group=True)
+                active.process.kill()
 
     def _interrupt(self) -> None:
         _say("interrupted: stopping the running runs (they run again on the next start)")
         for active in self.active.values():
-            _signal(active.process, signal.SIGTERM)
+            active.process.stop()
         deadline = time.monotonic() + self.kill_delay
         for active in self.active.values():
             try:
-                active.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                code = active.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal(active.process, signal.SIGKILL, group=True)
-                active.process.wait()
-            active.record["state"], active.record["exit_code"] = "interrupted", active.process.returncode
+                active.process.kill()
+                code = active.process.wait()
+            active.record["state"], active.record["exit_code"] = "interrupted", code
         self.active.clear()
         self.record.save()
 
@@ -314,18 +307,6 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, (int, float, str, bool)) or value is None
 
 
-def _signal(process: subprocess.Popen, signum: int, group: bool = False) -> None:
-    """Signal the run's process, or its whole process group (what it started in its session). W&B's service has
-    a session of its own and ends by itself when the run's process has gone."""
-    try:
-        if group:
-            os.killpg(process.pid, signum)
-        else:
-            process.send_signal(signum)
-    except (ProcessLookupError, PermissionError):
-        pass  # it has just ended
-
-
 # What a run's record holds about its last attempt; a restart clears it.
 _RESULT_KEYS = ("exit_code", "seconds", "history", "summary", "metric_value", "wandb_run", "read_error", "stop_reason")
 
@@ -345,24 +326,12 @@ def _set_aside(directory: Path) -> int:
     return attempt
 
 
-@functools.cache
-def _prctl():
-    return ctypes.CDLL(None, use_errno=True).prctl  # loaded in lth-sweep: the forked child only calls it
-
-
-def _die_with(parent: int):
-    """A ``preexec_fn`` that has the kernel SIGKILL the child when ``parent`` (lth-sweep) dies, even by SIGKILL,
-    so no run finishes unseen and is then run again. Linux only. The kernel watches the thread that started the
-    child: lth-sweep starts its runs from its main thread."""
-    prctl = _prctl()
-
-    def setup() -> None:
-        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0 or os.getppid() != parent:
-            # No death signal, or lth-sweep died before it was set: do not run unwatched (stderr is output.log).
-            os.write(2, b"lth-sweep: could not tie the run to lth-sweep (prctl PR_SET_PDEATHSIG); not started\n")
-            os._exit(71)
-
-    return setup
+def _option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of --slurm, the value read as YAML (``60`` is a number, ``gpu`` a string)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--slurm {text!r} is not KEY=VALUE, e.g. --slurm slurm_partition=gpu")
+    return key, yaml.safe_load(value)
 
 
 def _raise_interrupt(signum, frame) -> None:
@@ -403,6 +372,21 @@ def main(argv: list[str] | None = None) -> None:
         "`wandb sync` (it never saw the sweep), so by default it is left unset",
     )
     parser.add_argument("--no-sweep-id", action="store_true", help=argparse.SUPPRESS)  # the default since 0.1
+    parser.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="local",
+        help="where runs execute: child processes here (local, default) or SLURM jobs through submitit (slurm); "
+        "lth-sweep itself stays here",
+    )
+    parser.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a submitit SLURM parameter for --launcher slurm, e.g. slurm_partition=gpu, timeout_min=60 "
+        "(defaults: 1 GPU, 4 CPUs, 16 GB, 240 min); repeat for more",
+    )
     parser.add_argument("--kill-delay", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL (30)")
     parser.add_argument("--check-every", type=float, default=5.0, help="seconds between early-termination checks (5)")
     args = parser.parse_args(argv)
@@ -411,12 +395,16 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None and value < low:
             parser.error(f"--{name.replace('_', '-')}={value} must be >= {low}")
     directory = args.dir or default_dir(args.sweep_file)
+    if args.slurm and args.launcher != "slurm":
+        parser.error("--slurm needs --launcher slurm")
     try:
+        options = dict(_option(text) for text in args.slurm)
         config = agent.load_sweep(args.sweep_file)
         check_budget(config, args.count, args.workers)
         with SweepRecord.open(directory, config, args.sweep_file) as record:
+            launcher = slurm_launcher(directory / "slurm", options) if args.launcher == "slurm" else None
             runner = SweepRunner(
-                record, args.count, args.workers, args.sweep_id, args.kill_delay, args.check_every
+                record, args.count, args.workers, args.sweep_id, args.kill_delay, args.check_every, launcher
             )
             _say(f"sweep {record.sweep_id} in {directory} ({len(record.counted())} runs already ended)")
             code = runner.run()
