@@ -193,11 +193,28 @@ def test_global_scope_with_output_layer_override():
     assert cb.density() == pytest.approx(0.25, abs=0.03)
 
 
-@pytest.mark.parametrize("criterion", ["magnitude_increase", "movement", "random"])
-def test_other_criteria_prune(criterion):
+@pytest.mark.parametrize(
+    ("criterion", "score"),
+    [
+        ("magnitude", lambda w, w0: w.abs()),
+        ("magnitude_increase", lambda w, w0: w.abs() - w0.abs()),
+        ("movement", lambda w, w0: (w - w0).abs()),
+        ("random", None),
+    ],
+)
+def test_each_criterion_keeps_the_weights_it_scores_highest(criterion, score):
     cb = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5, criterion=criterion)
     fit(cb)
     assert cb.density() == pytest.approx(0.5, abs=0.01)
+    trained, theta0 = cb.ticket(0).trained_weights, cb.ticket(0).rewind_weights
+    for name in WEIGHTS:
+        kept = cb.masks[name]
+        if score is None:  # random: half of each tensor, not the magnitude ranking
+            by_magnitude = trained[name].abs() >= trained[name].abs().flatten().kthvalue(kept.numel() // 2).values
+            assert not torch.equal(kept, by_magnitude)
+            continue
+        values = score(trained[name], theta0[name])
+        assert values[kept].min() >= values[~kept].max(), name  # every survivor outscores every pruned weight
 
 
 def test_parameters_glob_selects_biases_too():
@@ -296,13 +313,48 @@ def test_ticket_random_mask_control_takes_theta0_values_at_its_new_positions():
 
 
 def test_state_dict_roundtrip():
-    cb = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5)
+    cb = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5, rewind=3)
     fit(cb)
-    other = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5)
+    other = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5, rewind=3)
     other.load_state_dict(cb.state_dict())
     assert other.round == 1 and other.history == cb.history
     assert torch.equal(other.masks["net.0.weight"], cb.masks["net.0.weight"])
     assert torch.equal(other.ticket(0).rewind_weights["net.0.weight"], cb.ticket(0).rewind_weights["net.0.weight"])
+    # The rewind point: its step, weights and the optimizer state to restore with them.
+    ours, theirs = other._states.point, cb._states.point
+    assert ours["step"] == theirs["step"] == 3
+    for name, value in theirs["weights"].items():
+        assert torch.equal(ours["weights"][name], value), name
+    for index, state in theirs["optimizers"][0]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(ours["optimizers"][0]["state"][index][key]), torch.as_tensor(value))
+    assert ours["schedulers"] == theirs["schedulers"]
+
+
+def test_random_mask_control_stays_nested_in_the_previous_round():
+    cb = LotteryTicket(rounds=3, epochs_per_round=1, prune_rate=0.4, control="random_mask", seed=2)
+    fit(cb)
+    for number in (1, 2, 3):
+        before, after = cb.masks_of(number - 1), cb.masks_of(number)
+        for name in WEIGHTS:
+            assert not (after[name] & ~before[name]).any()  # nothing pruned earlier comes back
+            assert after[name].sum() < before[name].sum()
+
+
+@pytest.mark.parametrize("rewind", ["init", 2])
+def test_schedules_restart_every_round(rewind):
+    """A scheduler that counts its own steps (StepLR with step_size 2) must be rewound with the optimizer: a
+    round that kept the previous round's count would train at a tenth of the rate."""
+
+    class StepEvery2(TinyNet):
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.1)}
+
+    cb = LotteryTicket(rounds=2, epochs_per_round=3, prune_rate=0.3, rewind=rewind)
+    _, probe = fit(cb, StepEvery2())
+    lrs = [probe.starts[e]["lr"] for e in sorted(probe.starts)]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01] * 3)
 
 
 @pytest.mark.parametrize(

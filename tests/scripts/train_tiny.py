@@ -8,6 +8,7 @@ shuffle=True and no generator of its own, so each epoch's order comes from torch
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,13 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     pl.seed_everything(0, verbose=False)
-    lt = LotteryTicket(rounds=3, epochs_per_round=2, prune_rate=0.3, rewind=3, criterion="movement", seed=7)
+    if args.ddp:
+        # Scores that differ by rank on purpose (a random criterion seeded by rank): the ranks still train one
+        # subnetwork only because rank 0's masks are broadcast.
+        rank = int(os.environ.get("LOCAL_RANK", 0))
+        lt = LotteryTicket(rounds=3, epochs_per_round=2, prune_rate=0.3, rewind=3, criterion="random", seed=7 + rank)
+    else:
+        lt = LotteryTicket(rounds=3, epochs_per_round=2, prune_rate=0.3, rewind=3, criterion="movement", seed=7)
     callbacks = [lt, pl.callbacks.ModelCheckpoint(dirpath=args.out / "ckpt", save_last=True, save_top_k=-1)]
     if args.stall_at_epoch is not None:
         callbacks.append(Stall(args.out, args.stall_at_epoch))
