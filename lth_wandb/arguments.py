@@ -136,3 +136,30 @@ def load_mask_sequence(masks_from: Any, rounds: int) -> list[dict]:
             "{name: bool tensor} per round 1..rounds"
         )
     return masks[:rounds]
+
+
+DEFAULT_ROUNDS = 5
+
+
+def check_target_density(target: Any) -> float | None:
+    number = isinstance(target, (int, float)) and not isinstance(target, bool)
+    if target is not None and (not number or not 0 < target < 1):
+        raise ValueError(
+            f"target_density={target!r} must be a fraction in (0, 1): the share of weights left after the last "
+            "round. Hint: 0.036 is the paper's 3.6%"
+        )
+    return None if target is None else float(target)
+
+
+def rounds_for(rounds: Any, target_density: float | None, prune_rate: float) -> int:
+    """``rounds`` as given, or the fewest rounds whose density (1 - prune_rate)^r reaches ``target_density``."""
+    if target_density is None:
+        rounds = DEFAULT_ROUNDS if rounds is None else rounds
+        return check_int(rounds, "rounds", 0, "use 0 to train once without pruning")
+    needed = math.ceil(math.log(target_density) / math.log(1 - prune_rate) - 1e-9)
+    if rounds is not None and rounds != needed:
+        raise ValueError(
+            f"rounds={rounds!r} and target_density={target_density} disagree: reaching {target_density:.1%} at "
+            f"prune_rate={prune_rate} takes {needed} rounds. Hint: give one of the two"
+        )
+    return needed

@@ -35,9 +35,11 @@ from lth_wandb.arguments import (
     check_parameters,
     check_rewind,
     check_seed,
+    check_target_density,
     check_tolerance,
     load_mask_sequence,
     load_ticket_arg,
+    rounds_for,
 )
 from lth_wandb.pruning import check_rate, check_scope, matches, prune, rate_overrides, shuffle_positions
 from lth_wandb.rewind import RoundStates, fresh_values, masked
@@ -55,7 +57,8 @@ class LotteryTicket(pl.Callback):
     """Find lottery tickets with iterative magnitude pruning (Frankle & Carbin, 2019).
 
     Args:
-        rounds: pruning rounds after the dense round 0. Density after round r is (1 - prune_rate)^r.
+        rounds: pruning rounds after the dense round 0. Density after round r is (1 - prune_rate)^r. Default: 5,
+            or as many as ``target_density`` needs.
         epochs_per_round: training epochs in every round. With ``rewind="none"`` and 1, this prunes after
             every epoch without rewinding.
         prune_rate: fraction of the *remaining* prunable weights removed per round, in (0, 1).
@@ -84,11 +87,13 @@ class LotteryTicket(pl.Callback):
             folder (``round-<r>/ticket``), its output folder, or a list of masks. With ``control`` this is the
             paper's control experiment: IMP's own masks with fresh values (``"reinit"``), or random masks at IMP's
             per-layer densities (``"random_mask"``), each round rewound like IMP.
+        target_density: instead of ``rounds``: prune until (1 - prune_rate)^rounds <= target_density, e.g. 0.036
+            with prune_rate 0.2 is 15 rounds (the paper's 3.6%).
     """
 
     def __init__(
         self,
-        rounds: int = 5,
+        rounds: int | None = None,
         epochs_per_round: int = 10,
         prune_rate: float = 0.2,
         *,
@@ -104,8 +109,10 @@ class LotteryTicket(pl.Callback):
         ticket: Ticket | str | PathLike | None = None,
         seed: int | None = None,
         masks_from: Sequence[M.Masks] | str | PathLike | None = None,
+        target_density: float | None = None,
     ):
-        self.rounds = check_int(rounds, "rounds", 0, "use 0 to train once without pruning")
+        self.target_density = check_target_density(target_density)
+        self.rounds = rounds_for(rounds, self.target_density, check_rate(prune_rate))
         self.epochs_per_round = check_int(epochs_per_round, "epochs_per_round", 1, "the paper trains ~50 epochs")
         self.prune_rate = check_rate(prune_rate)
         self.scope = check_scope(scope)

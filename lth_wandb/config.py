@@ -63,6 +63,8 @@ class PruningConfig:
     # Train a finished run's masks instead of pruning (its output folder): with a control, the paper's controls.
     # `lth-train controls=<IMP run folder>` sets it, with both controls.
     masks_from: str | None = None
+    # Instead of rounds: prune until (1 - prune_rate)^rounds <= target_density (0.036 at 0.2 is 15 rounds).
+    target_density: float | None = None
 
 
 @dataclass

@@ -30,12 +30,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lth_wandb import controls, resume
+from lth_wandb.arguments import check_target_density, rounds_for
 from lth_wandb.callback import LotteryTicket
 from lth_wandb.checkpoint import AtomicCheckpointIO, LastCheckpoint
 from lth_wandb.config import OBJECTIVES, WANDB_MODES, DataConfig, check_known_keys, closest_key
 from lth_wandb.data import ClassificationDataModule, YourData
 from lth_wandb.models import Classifier
 from lth_wandb.progress import RoundProgressBar, print_rounds, quiet_noise
+from lth_wandb.pruning import check_rate
 
 # A full disk or quota, or a file-size limit: what was written before stays loadable (lth_wandb/atomic.py).
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -238,7 +240,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_known_keys(_plain(cfg))
     check_seed(cfg.seed)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    cfg = _with_ticket_defaults(cfg)
+    cfg = _in_section("pruning", _with_target_density, _with_ticket_defaults(cfg))
     _in_section("pruning", build_lottery, cfg)  # settings fail here, before data or W&B start
     dm = _in_section("data", build_datamodule, cfg)
     model = build_model(cfg, dm)
@@ -343,6 +345,18 @@ def check_monitor(cfg: DictConfig, model: pl.LightningModule) -> None:
 
 def _plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _with_target_density(cfg: DictConfig) -> DictConfig:
+    """``pruning.target_density`` decides ``pruning.rounds``, so everything downstream (the schedule's length, the
+    run config in W&B, resuming) sees the rounds that will run."""
+    p = cfg.pruning
+    if p.target_density is None:
+        return cfg
+    cfg = cfg.copy()
+    rate = check_rate(p.prune_rate)
+    cfg.pruning.rounds = rounds_for(None, check_target_density(p.target_density), rate)
+    return cfg
 
 
 def _with_ticket_defaults(cfg: DictConfig) -> DictConfig:

@@ -578,3 +578,16 @@ def test_controls_train_imps_own_masks_round_by_round(tmp_path, control):
 def test_masks_from_needs_a_ticket_per_round(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"has no ticket for rounds \[1, 2\]"):
         LotteryTicket(rounds=2, masks_from=tmp_path)
+
+
+def test_target_density_sets_the_rounds():
+    assert LotteryTicket(target_density=0.036).rounds == 15  # the paper's 3.6% at 20% per round: 0.8^15 = 3.5%
+    assert LotteryTicket(target_density=0.25, prune_rate=0.5).rounds == 2
+    assert LotteryTicket().rounds == 5
+    with pytest.raises(ValueError, match=r"rounds=3 and target_density=0.036 disagree: .* takes 15 rounds"):
+        LotteryTicket(rounds=3, target_density=0.036)
+    with pytest.raises(ValueError, match=r"target_density=1.5 must be a fraction in \(0, 1\)"):
+        LotteryTicket(target_density=1.5)
+    cb = LotteryTicket(target_density=0.3, prune_rate=0.5, epochs_per_round=1)
+    fit(cb)
+    assert [h["round"] for h in cb.history] == [0, 1, 2] and cb.density() == pytest.approx(0.25, abs=0.01)
