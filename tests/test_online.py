@@ -283,3 +283,30 @@ def test_lth_report_publishes_a_report_that_reads_back_with_its_blocks(source, w
     assert any(isinstance(b, wr.UnorderedList) for b in report.blocks)  # the ticket links
     text = json.dumps(report._to_model().model_dump(by_alias=True), default=str)
     assert f"ticket-{run_id}" in text and "round/density" in text
+
+
+@pytest.mark.slow
+def test_hyperband_stops_a_worse_run_under_the_real_agent(wandb_server, tmp_path):
+    """sweeps/lr_bayes_hyperband.yaml's early termination, with the two learning rates fixed in a grid so the order
+    is known: the good run finishes, the hopeless one is stopped at a band (3 or 9 epochs) by the agent."""
+    config = yaml.safe_load((ROOT / "sweeps" / "lr_bayes_hyperband.yaml").read_text())
+    epochs = 12
+    config["method"] = "grid"
+    fixed = {"optimizer.weight_decay": 0.0, "pruning.rounds": 0, "pruning.epochs_per_round": epochs,
+             "trainer.enable_progress_bar": False}  # fmt: skip
+    config["parameters"].update({k: {"value": v} for k, v in fixed.items()})
+    config["parameters"]["optimizer.lr"] = {"values": [3e-3, 1e-7]}
+    sweep_id = create_sweep(wandb_server, tmp_path, config)
+    path = f"{ENTITY}/{PROJECT}/{sweep_id}"
+    for _ in range(2):  # one agent after the other: the good run has finished when the bad one starts
+        agent = subprocess.run(
+            [sys.executable, "-m", "wandb", "agent", "--count", "1", path], cwd=tmp_path, capture_output=True,
+            text=True, timeout=300, env=online_env(wandb_server, tmp_path, WANDB_X_FILE_STREAM_TRANSMIT_INTERVAL="1"),
+        )  # fmt: skip
+        assert agent.returncode == 0, agent.stderr[-3000:]
+    good, bad = sorted(wandb.Api().sweep(path).runs, key=lambda r: r.config["optimizer.lr"], reverse=True)
+    losses = {run.id: [row["val/loss"] for row in run.scan_history(keys=["val/loss"])] for run in (good, bad)}
+    assert good.state == "finished" and len(losses[good.id]) == epochs
+    sweep = wandb_server.backend.project(ENTITY, PROJECT).sweep(sweep_id)
+    assert sweep.stopped == {bad.id} and bad.state != "finished"
+    assert 3 <= len(losses[bad.id]) < epochs  # stopped after its first band, before the end

@@ -689,6 +689,8 @@ class Backend:
             elif file_name in targets:
                 target, offset = targets[file_name], chunk.get("offset", 0)
                 target[offset : offset + len(lines)] = lines
+        if run.state == "pending":  # a sweep's run the agent has started
+            run.state = "running"
         if payload.get("complete"):
             run.exitcode = payload.get("exitcode")
             run.state = "finished" if run.exitcode == 0 else "failed"
