@@ -15,6 +15,7 @@ import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from fnmatch import fnmatchcase
 from os import PathLike
 from typing import Any
@@ -26,24 +27,11 @@ from torch import nn
 
 from lth_wandb import criteria
 from lth_wandb import masks as M
-from lth_wandb.arguments import (
-    check_control,
-    check_int,
-    check_layer_rates,
-    check_mode,
-    check_monitor,
-    check_parameters,
-    check_rewind,
-    check_seed,
-    check_target_density,
-    check_tolerance,
-    load_mask_sequence,
-    load_ticket_arg,
-    rounds_for,
-)
-from lth_wandb.pruning import check_rate, check_scope, matches, prune, rate_overrides, shuffle_positions
+from lth_wandb.arguments import load_mask_sequence, load_ticket_arg
+from lth_wandb.pruning import matches, prune, shuffle_positions
 from lth_wandb.rewind import RoundStates, fresh_values, masked
 from lth_wandb.rng import rng_state, set_rng_state
+from lth_wandb.settings import PruningSettings
 from lth_wandb.ticket import Ticket, check_compatible
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -111,24 +99,17 @@ class LotteryTicket(pl.Callback):
         masks_from: Sequence[M.Masks] | str | PathLike | None = None,
         target_density: float | None = None,
     ):
-        self.target_density = check_target_density(target_density)
-        self.rounds = rounds_for(rounds, self.target_density, check_rate(prune_rate))
-        self.epochs_per_round = check_int(epochs_per_round, "epochs_per_round", 1, "the paper trains ~50 epochs")
-        self.prune_rate = check_rate(prune_rate)
-        self.scope = check_scope(scope)
-        self.layer_rates = check_layer_rates(layer_rates)
-        rate_overrides(self.layer_rates, self.layer_rates)  # validates every rate now, not at round 1
-        self.parameters = check_parameters(parameters)
-        criteria.get(criterion)
-        self.criterion = criterion
-        self.rewind = check_rewind(rewind)
-        self.control = check_control(control, self.rewind)
-        self.monitor, self.mode = check_monitor(monitor), check_mode(mode)
-        self.tolerance = check_tolerance(tolerance)
+        masks_path = str(masks_from) if isinstance(masks_from, (str, PathLike)) else None
+        settings = PruningSettings(
+            rounds, epochs_per_round, prune_rate, scope, layer_rates if layer_rates is not None else {}, parameters,
+            criterion, rewind, control, monitor, mode, tolerance, seed, masks_path, target_density,
+        ).validated()  # fmt: skip
+        if settings.seed is None:
+            settings = replace(settings, seed=int(torch.initial_seed()))
+        self.settings = settings
+        vars(self).update(settings.as_dict())  # each setting is also an attribute: lottery.rounds, .prune_rate...
         self._ticket = load_ticket_arg(ticket)
-        self.masks_from = None if masks_from is None or not isinstance(masks_from, (str, PathLike)) else str(masks_from)
         self._mask_sequence = load_mask_sequence(masks_from, self.rounds)
-        self.seed = int(torch.initial_seed() if check_seed(seed) is None else seed)
 
         self.round = 0
         self.masks: M.Masks = {}
@@ -380,7 +361,8 @@ class LotteryTicket(pl.Callback):
                 f"LotteryTicket settings differ from the checkpoint's: {described}. A resumed run continues with "
                 "the settings it was trained with. Hint: build the LotteryTicket with the checkpoint's settings"
             )
-        self.seed = saved.get("seed", self.seed)
+        self.settings = replace(self.settings, seed=saved.get("seed", self.seed))
+        self.seed = self.settings.seed
         self.round = state_dict["round"]
         self.masks = state_dict["masks"]
         self.history = list(state_dict["history"])
@@ -542,22 +524,7 @@ class LotteryTicket(pl.Callback):
         return torch.Generator().manual_seed(self._seed_for(round, purpose))
 
     def _settings(self) -> dict[str, Any]:
-        return {
-            "rounds": self.rounds,
-            "epochs_per_round": self.epochs_per_round,
-            "prune_rate": self.prune_rate,
-            "scope": self.scope,
-            "layer_rates": self.layer_rates,
-            "parameters": self.parameters,
-            "criterion": self.criterion,
-            "rewind": self.rewind,
-            "control": self.control,
-            "monitor": self.monitor,
-            "mode": self.mode,
-            "tolerance": self.tolerance,
-            "seed": self.seed,
-            "masks_from": self.masks_from,
-        }
+        return self.settings.as_dict()
 
 
 def _refuse_tied(module: nn.Module, names: list[str]) -> None:

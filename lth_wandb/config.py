@@ -10,6 +10,8 @@ import difflib
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
+from lth_wandb.settings import PruningSettings
+
 
 @dataclass
 class DataConfig:
@@ -45,26 +47,8 @@ class SchedulerConfig:
     gamma: float = 0.1
 
 
-@dataclass
-class PruningConfig:
-    rounds: int = 5
-    epochs_per_round: int = 10
-    prune_rate: float = 0.2
-    scope: str = "layerwise"
-    layer_rates: dict[str, float] = field(default_factory=dict)
-    parameters: list[str] | None = None
-    criterion: str = "magnitude"
-    # "init", "lr", "none", or a step count k (late rewinding) as a string or int.
-    rewind: str = "init"
-    control: str | None = None
-    monitor: str = "val/loss"
-    mode: str = "min"
-    tolerance: float = 0.0
-    # Train a finished run's masks instead of pruning (its output folder): with a control, the paper's controls.
-    # `lth-train controls=<IMP run folder>` sets it, with both controls.
-    masks_from: str | None = None
-    # Instead of rounds: prune until (1 - prune_rate)^rounds <= target_density (0.036 at 0.2 is 15 rounds).
-    target_density: float | None = None
+# lth-train's `pruning` section is LotteryTicket's settings, field for field (and typed by them).
+PruningConfig = PruningSettings
 
 
 @dataclass

@@ -132,24 +132,11 @@ def build_classifier(cfg: DictConfig, net) -> Classifier:
 
 
 def build_lottery(cfg: DictConfig, ticket=None) -> LotteryTicket:
-    p = cfg.pruning
-    return LotteryTicket(
-        rounds=p.rounds,
-        epochs_per_round=p.epochs_per_round,
-        prune_rate=p.prune_rate,
-        scope=p.scope,
-        layer_rates=dict(p.layer_rates),
-        parameters=list(p.parameters) if p.parameters is not None else None,
-        criterion=p.criterion,
-        rewind=p.rewind,
-        control=p.control,
-        monitor=p.monitor,
-        mode=p.mode,
-        tolerance=p.tolerance,
-        ticket=ticket,
-        seed=cfg.seed,
-        masks_from=p.masks_from,
-    )
+    """The callback of ``cfg.pruning``, which holds its settings field for field; the run's ``seed`` seeds it
+    unless ``pruning.seed`` is set."""
+    settings = OmegaConf.to_container(cfg.pruning, resolve=True)
+    settings["seed"] = cfg.seed if settings["seed"] is None else settings["seed"]
+    return LotteryTicket(**settings, ticket=ticket)
 
 
 def steps_per_epoch_of(cfg: DictConfig, dm: pl.LightningDataModule) -> int:
@@ -240,7 +227,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_known_keys(_plain(cfg))
     check_seed(cfg.seed)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    cfg = _in_section("pruning", _with_target_density, _with_ticket_defaults(cfg))
+    cfg = _in_section("pruning", _with_resolved_rounds, _with_ticket_defaults(cfg))
     _in_section("pruning", build_lottery, cfg)  # settings fail here, before data or W&B start
     dm = _in_section("data", build_datamodule, cfg)
     model = build_model(cfg, dm)
@@ -347,15 +334,17 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def _with_target_density(cfg: DictConfig) -> DictConfig:
-    """``pruning.target_density`` decides ``pruning.rounds``, so everything downstream (the schedule's length, the
-    run config in W&B, resuming) sees the rounds that will run."""
+def _with_resolved_rounds(cfg: DictConfig) -> DictConfig:
+    """``pruning.rounds`` as it will run (from ``pruning.target_density`` when given), so everything downstream (the
+    schedule's length, the run config in W&B, resuming) sees the rounds that will run."""
     p = cfg.pruning
-    if p.target_density is None:
+    target = check_target_density(p.target_density)
+    # A target replaces the preset's rounds rather than disagreeing with them.
+    rounds = rounds_for(None if target is not None else p.rounds, target, check_rate(p.prune_rate))
+    if rounds == p.rounds:
         return cfg
     cfg = cfg.copy()
-    rate = check_rate(p.prune_rate)
-    cfg.pruning.rounds = rounds_for(None, check_target_density(p.target_density), rate)
+    cfg.pruning.rounds = rounds
     return cfg
 
 

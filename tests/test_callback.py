@@ -591,3 +591,20 @@ def test_target_density_sets_the_rounds():
     cb = LotteryTicket(target_density=0.3, prune_rate=0.5, epochs_per_round=1)
     fit(cb)
     assert [h["round"] for h in cb.history] == [0, 1, 2] and cb.density() == pytest.approx(0.25, abs=0.01)
+
+
+def test_one_settings_object_for_callback_app_checkpoint_and_ticket():
+    import dataclasses
+    import inspect
+
+    from lth_wandb.config import PruningConfig
+    from lth_wandb.settings import PruningSettings
+
+    fields = {f.name for f in dataclasses.fields(PruningSettings)}
+    assert PruningConfig is PruningSettings  # lth-train's `pruning` schema
+    assert set(inspect.signature(LotteryTicket).parameters) == fields | {"ticket"}  # the callback's arguments
+    cb = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5, rewind="3")
+    assert cb.settings.rewind == 3 and cb.rewind == 3  # normalised once, for everyone
+    fit(cb)
+    recorded = cb.settings.as_dict()
+    assert cb.state_dict()["settings"] == recorded == cb.ticket(1).metadata["settings"]  # checkpoint and ticket
