@@ -212,12 +212,16 @@ class SweepRunner:
             record["state"], record["stop_reason"] = "stopped", active.stop_reason
         else:
             record["state"] = "finished" if completed else "failed"
+        late = active.stop_reason is not None and completed  # it ended before the stop reached it
+        if late:
+            record["stop_requested"] = active.stop_reason
         record["metric_value"] = self.record.metric_value(record)
         self.record.save()
         self.failures = self.failures + 1 if record["state"] == "failed" else 0
         value = record.get("metric_value")
         shown = f" {self.metric}={value:.4g}" if isinstance(value, (int, float)) else ""
-        _say(f"run {record['run_id']} {record['state']}{shown} in {record['seconds']:.0f} s")
+        after = " (it completed before the stop reached it)" if late else ""
+        _say(f"run {record['run_id']} {record['state']}{shown} in {record['seconds']:.0f} s{after}")
         if record["state"] == "failed":
             _say(f"  exit code {code}; its output: {active.directory / 'output.log'}{_last_line(active.directory)}")
             if self.failures >= MAX_CONSECUTIVE_FAILURES:
@@ -252,7 +256,7 @@ class SweepRunner:
             if active is not None and active.stop_reason is None:
                 active.stop_reason = reason or "early_terminate"
                 active.signalled_at = time.monotonic()
-                _say(f"run {run_id} stopped by {self.record.config['early_terminate']['type']}: {reason}")
+                _say(f"run {run_id}: {self.record.config['early_terminate']['type']} stops it ({reason})")
                 active.process.stop()
 
     def _escalate(self) -> None:
@@ -274,6 +278,24 @@ class SweepRunner:
             active.record["state"], active.record["exit_code"] = "interrupted", code
         self.active.clear()
         self.record.save()
+
+
+def with_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The sweep with ``key=value`` overrides as fixed parameters, which every run gets as ``key=value`` and which
+    sweep.json keeps (a restart with other overrides is another sweep)."""
+    parameters = dict(config.get("parameters", {}))
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{override!r} is not KEY=VALUE. Hint: lth-sweep {{file}} pruning.epochs_per_round=1")
+        varied = parameters.get(key, {})
+        if "values" in varied or "distribution" in varied or "min" in varied:
+            raise ValueError(
+                f"{key} is a parameter the sweep varies; fixing it with {override} would change the sweep itself. "
+                "Hint: edit a copy of the sweep file"
+            )
+        parameters[key] = {"value": value}
+    return {**config, "parameters": parameters} if overrides else config
 
 
 def check_budget(config: dict[str, Any], count: int | None, workers: int = 1) -> None:
@@ -362,6 +384,13 @@ def main(argv: list[str] | None = None) -> None:
         description="Run a W&B sweep file offline on this machine with W&B's sweep engine; rerun to resume.",
     )
     parser.add_argument("sweep_file", help="a W&B sweep YAML, e.g. sweeps/prune_rate_grid.yaml")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="lth-train overrides for every run, e.g. pruning.epochs_per_round=1 (kept in sweep.json); a key the "
+        "sweep varies cannot be fixed here",
+    )
     parser.add_argument("--count", type=int, help="most runs in the sweep (default: the whole grid)")
     parser.add_argument("--workers", type=int, default=1, help="runs at the same time (default 1)")
     parser.add_argument("--dir", type=Path, help="sweep directory (default lth-sweeps/<file name>)")
@@ -399,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--slurm needs --launcher slurm")
     try:
         options = dict(_option(text) for text in args.slurm)
-        config = agent.load_sweep(args.sweep_file)
+        config = with_overrides(agent.load_sweep(args.sweep_file), args.overrides)
         check_budget(config, args.count, args.workers)
         with SweepRecord.open(directory, config, args.sweep_file) as record:
             launcher = slurm_launcher(directory / "slurm", options) if args.launcher == "slurm" else None

@@ -535,3 +535,19 @@ def test_objective_value_is_the_summary_number():
     assert train.objective_value(summary, "ticket/winning_density") == 0.25
     assert math.isnan(train.objective_value({"winning_density": None}, "ticket/winning_density"))
     assert set(OBJECTIVES) <= {f"ticket/{k}" for k in LotteryTicket(rounds=1, epochs_per_round=1).summary()}
+
+
+def test_lth_sweep_takes_overrides_for_every_run_and_keeps_them(tmp_path, capsys):
+    """A sweep's budget shrunk from the command line, no copy of the file: the overrides reach every run and stay
+    in sweep.json; one that would fix a swept key is refused."""
+    path, out = write_sweep(tmp_path, GRID), tmp_path / "out"
+    budget = ["pruning.rounds=1", "pruning.epochs_per_round=1", "trainer.enable_progress_bar=false"]
+    assert lth_sweep(path, *budget, "--count", 1, "--dir", out) == 0
+    saved = json.loads((out / "sweep.json").read_text())
+    assert saved["config"]["parameters"]["pruning.epochs_per_round"] == {"value": "1"}
+    (record,) = saved["runs"]
+    assert record["state"] == "finished"
+    run = read_run(out / record["wandb_run"])
+    assert run.config["pruning"]["rounds"] == 1 and run.config["pruning"]["epochs_per_round"] == 1
+    assert lth_sweep(path, "seed=5", "--dir", tmp_path / "other") == 2
+    assert "seed is a parameter the sweep varies" in capsys.readouterr().err
