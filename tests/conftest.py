@@ -153,3 +153,19 @@ def online_env(server, tmp_path, **extra: str) -> dict[str, str]:
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
     }
     return subprocess_env(**{**env, **extra})
+
+
+def lth_train_main(monkeypatch, cwd, *args: str, expect_exit: bool = True):
+    """Run lth-train's console entry point in this process, in ``cwd``; its exit code when ``expect_exit``."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lth_wandb import train
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["lth-train", *args])
+    GlobalHydra.instance().clear()
+    if not expect_exit:
+        return train.main()
+    with pytest.raises(SystemExit) as exit_info:
+        train.main()
+    return exit_info.value.code

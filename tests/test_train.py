@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import lth_train
+from conftest import lth_train, lth_train_main
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
@@ -88,12 +88,7 @@ def test_paper_presets_match_the_paper():
 
 
 def run_main(monkeypatch, tmp_path, *args):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["lth-train", *args])
-    GlobalHydra.instance().clear()
-    with pytest.raises(SystemExit) as exit_info:
-        train.main()
-    return exit_info.value.code
+    return lth_train_main(monkeypatch, tmp_path, *args)
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
-from hydra.core.global_hydra import GlobalHydra
+from conftest import lth_train_main, subprocess_env
 
-from lth_wandb import train
 from lth_wandb.runfiles import find_runs, read_run
 
 USERPKG = Path(__file__).parent / "userpkg"
@@ -36,15 +34,10 @@ def test_your_datamodule_trains_prunes_logs_and_reports(tmp_path):
     assert table.count("winning ticket (IMP)") == 3 and (tmp_path / "r.html").stat().st_size > 0
 
 
-def run_main(monkeypatch, tmp_path, *args):
-    monkeypatch.chdir(tmp_path)
+def run_main(monkeypatch, tmp_path, *args, expect_exit=True):
     monkeypatch.syspath_prepend(str(USERPKG))
-    monkeypatch.setattr(sys, "argv", ["lth-train", "logger=none", "pruning.rounds=0", "pruning.epochs_per_round=1",
-                                      "trainer.enable_progress_bar=false", *args])  # fmt: skip
-    GlobalHydra.instance().clear()
-    with pytest.raises(SystemExit) as exit_info:
-        train.main()
-    return exit_info.value.code
+    quick = ["logger=none", "pruning.rounds=0", "pruning.epochs_per_round=1", "trainer.enable_progress_bar=false"]
+    return lth_train_main(monkeypatch, tmp_path, *quick, *args, expect_exit=expect_exit)
 
 
 @pytest.mark.parametrize(
@@ -63,11 +56,6 @@ def test_a_datamodule_that_lacks_what_the_run_needs_fails_in_one_line(monkeypatc
 
 
 def test_a_model_given_its_own_sizes_needs_none_from_the_datamodule(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(USERPKG))
-    args = ["data._target_=signals.NoClasses", "model=tiny_mlp", "+model.num_classes=3", "logger=none",
-            "pruning.rounds=0", "pruning.epochs_per_round=1", "trainer.enable_progress_bar=false"]  # fmt: skip
-    monkeypatch.setattr(sys, "argv", ["lth-train", *args])
-    GlobalHydra.instance().clear()
-    train.main()  # returns: no SystemExit
+    args = ["data._target_=signals.NoClasses", "model=tiny_mlp", "+model.num_classes=3"]
+    run_main(monkeypatch, tmp_path, *args, expect_exit=False)  # trains: no SystemExit
     assert list(tmp_path.glob("outputs/*/*/checkpoints/last.ckpt"))
