@@ -71,6 +71,7 @@ class TicketArtifacts(RoundCallback):
         self.retention, self.ttl_days, self.registry = retention, ttl_days, registry
         self.log_checkpoint = log_checkpoint
         self._winning_artifact: Any = None
+        self._logged: list[Any] = []  # what this process logged, uploaded in the background until committed
 
     def on_round_end(self, trainer: pl.Trainer, run: Any, entry: dict[str, Any]) -> None:
         r = entry["round"]
@@ -102,6 +103,10 @@ class TicketArtifacts(RoundCallback):
         if self.registry and self._winning_artifact is not None:
             run.link_artifact(self._winning_artifact, f"wandb-registry-{self.registry}")
         if self.retention == "winning_latest":
+            # log_artifact returns before the upload is committed: the last round's versions (the new `latest`)
+            # would otherwise be missing from the listing, and the previous `latest` kept by mistake.
+            for artifact in self._logged:
+                artifact.wait()
             prune_versions(run, f"ticket-{run.id}", TICKET_TYPE)
             prune_versions(run, f"model-{run.id}", MODEL_TYPE)
 
@@ -112,7 +117,9 @@ class TicketArtifacts(RoundCallback):
         if self.ttl_days is not None:
             artifact.ttl = timedelta(days=self.ttl_days)
         # Identical files give an identical digest, which W&B stores as the existing version, not a new one.
-        return run.log_artifact(artifact, aliases=aliases)
+        logged = run.log_artifact(artifact, aliases=aliases)
+        self._logged.append(logged)
+        return logged
 
     def _metadata(self, run, ticket: Ticket, entry: dict[str, Any]) -> dict[str, Any]:
         r = entry["round"]

@@ -98,7 +98,13 @@ def test_a_ticket_from_the_server_trains_again_with_lineage_and_winning_latest_r
     first_run, wandb_server, tmp_path
 ):
     ref = f"{ENTITY}/{PROJECT}/ticket-{first_run}:winning"
-    result = lth_train(wandb_server, tmp_path, f"ticket={ref}", "pruning.rounds=2", "wandb.retention=winning_latest")
+    # A slow store: the last round's versions are still uploading when the run ends and prunes (a race it lost).
+    wandb_server.upload_delay = 0.5
+    try:
+        result = lth_train(wandb_server, tmp_path, f"ticket={ref}", "pruning.rounds=2",
+                           "wandb.retention=winning_latest")  # fmt: skip
+    finally:
+        wandb_server.upload_delay = 0.0
     assert result.returncode == 0, result.stderr[-3000:]
     home = tmp_path / "wandb-home"  # empty before: the ticket came from the server
     assert list((home / "artifacts").glob(f"ticket-{first_run}:v*/ticket.json"))

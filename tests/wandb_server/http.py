@@ -14,6 +14,7 @@ import gzip
 import json
 import re
 import threading
+import time
 import traceback
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +36,7 @@ class WandbServer:
     def __init__(self, log=None):
         self.backend = Backend()
         self.unknown: list[str] = []  # requests and fields the server does not know; a test fails on any
+        self.upload_delay = 0.0  # seconds each file upload takes: a slow store, for races with background uploads
         self.log = log
         self._lock = threading.Lock()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -152,6 +154,7 @@ def _handler(server: WandbServer):
             body = self._body()
             path = self.path.split("?")[0]
             if path.startswith("/storage/"):
+                time.sleep(server.upload_delay)
                 with server._lock:
                     backend.store(path.removeprefix("/storage/"), body)
                 server._record(f"PUT {path}", len(body), [])

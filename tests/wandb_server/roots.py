@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import string
@@ -10,8 +11,11 @@ from typing import Any
 
 import yaml
 
+from .artifacts import Artifact, BlobFile
 from .executor import GraphQLError
-from .model import Agent, Artifact, Backend, BlobFile, Connection, Run, Sweep, View, gid, stamp
+from .graph import Connection, gid
+from .model import Backend
+from .runs import Agent, Run, Sweep, View
 
 with warnings.catch_warnings():  # sweeps 0.2 declares its pydantic models in v1 style
     warnings.simplefilter("ignore")
@@ -197,8 +201,6 @@ class Mutation:
         files = []
         for spec in i["artifactFiles"]:
             artifact = self.backend.artifact_by_id(spec["artifactID"])
-            import base64
-
             hexdigest = base64.b64decode(spec["md5"]).hex()
             blob = BlobFile(self.backend, f"md5/{hexdigest}")
             if hexdigest in self.backend.by_md5:  # stored already: nothing to upload
@@ -351,5 +353,3 @@ def _engine_run(run: Run, config: dict[str, Any]):
 def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
-
-_ = stamp  # re-exported for resolvers that time-stamp
