@@ -3,8 +3,8 @@ table of rounds at the end."""
 
 from __future__ import annotations
 
-import logging
-import warnings
+import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,26 +14,46 @@ from rich.console import Console
 from rich.table import Table
 
 from lth_wandb.callback import LotteryTicket
-
-
-def quiet_noise() -> None:
-    """Keep the terminal for what a researcher needs: drop other tools' adverts and notes about their internals."""
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's storage lists every plugin it sets up
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(lambda record: not str(record.msg).startswith("💡 Tip"))
-    # Lightning 2.6 calling a torch API that torch 2.13 deprecated: nothing a user can act on.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+from lth_wandb.quiet import quiet_noise  # noqa: F401  (its old home)
 
 
 class RoundProgressBar(RichProgressBar):
-    """Lightning's rich progress bar, with ``round r/R`` and the current density beside the metrics."""
+    """Lightning's rich progress bar, with ``round r/R`` and the current density beside the metrics.
+
+    Drawn at most ``refresh_rate`` times a second, and the training bar and its metrics are updated no more often:
+    Lightning's defaults (a redraw thread at 100 Hz, metrics converted after every batch) cost LeNet-300-100 about a
+    tenth of its training time on 2 cores, for changes no one can read.
+
+    Args:
+        refresh_rate: redraws per second (0 hides the display).
+    """
+
+    def __init__(self, refresh_rate: int = 4, **kwargs: Any) -> None:
+        super().__init__(refresh_rate=refresh_rate, **kwargs)
+        self._last_batch_update = -math.inf
+        self._density: tuple[tuple[int, int], str] | None = None  # (round, id of its masks) -> formatted density
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+        now = time.monotonic()
+        last = batch_idx + 1 >= self.total_train_batches
+        if self.refresh_rate > 0 and (last or now - self._last_batch_update >= 1 / self.refresh_rate):
+            self._last_batch_update = now
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         lottery = next((cb for cb in trainer.callbacks if isinstance(cb, LotteryTicket)), None)
         if lottery is not None:
-            metrics = {"round": f"{lottery.round}/{lottery.rounds}", "density": f"{lottery.density():.1%}", **metrics}
+            metrics = {"round": f"{lottery.round}/{lottery.rounds}", "density": self._density_of(lottery), **metrics}
         return metrics
+
+    def _density_of(self, lottery: LotteryTicket) -> str:
+        # Counting the kept weights reads every mask; they change only when a round starts or a run resumes, and
+        # both replace the masks dict.
+        key = (lottery.round, id(lottery.masks))
+        if self._density is None or self._density[0] != key:
+            self._density = (key, f"{lottery.density():.1%}")
+        return self._density[1]
 
 
 def rounds_table(history: Sequence[dict[str, Any]], winning_round: int | None) -> Table:

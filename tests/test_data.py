@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import lth_train
+from torch.utils.data import DataLoader, TensorDataset
 
 from lth_wandb.data import ClassificationDataModule, DatasetNotFoundError, DatasetUnreadableError, get, read_idx
 from lth_wandb.data import mnist as mnist_module
 from lth_wandb.data.cifar import load_cifar10
+from lth_wandb.data.datamodule import BatchedTensorDataset
 from lth_wandb.data.mnist import FILES, IdxSource, load_idx_dataset
 from lth_wandb.data.toy import make_synthetic
 
@@ -218,6 +220,32 @@ def test_loaders_shuffle_reproducibly_and_resume_from_state_dict():
     assert torch.equal(order(second), expected)
     val, test = first.val_dataloader()
     assert len(val.dataset) == 144 and len(test.dataset) == 360
+
+
+def test_batched_loaders_give_the_batches_and_generator_draws_of_per_sample_loading():
+    """One gather per batch instead of a __getitem__ per sample and default_collate: same batches, same order,
+    and the shuffle generator left where per-sample loading leaves it (what checkpoints save)."""
+    dm = ClassificationDataModule("digits", batch_size=60, eval_batch_size=100, seed=3)
+    dm.setup()
+    x, y = dm.train_set.tensors
+    plain = torch.Generator().manual_seed(3)
+    per_sample = DataLoader(TensorDataset(x, y), batch_size=60, shuffle=True, generator=plain)
+    for _ in range(2):  # each epoch continues the generator's stream
+        batched, expected = list(dm.train_dataloader()), list(per_sample)
+        assert len(batched) == len(expected) == 22  # 1293 = 21 * 60 + 33
+        for (bx, by), (ex, ey) in zip(batched, expected, strict=True):
+            assert torch.equal(bx, ex) and torch.equal(by, ey) and by.dtype == torch.int64
+    assert torch.equal(dm.shuffle_generator.get_state(), plain.get_state())
+    val, test = dm.val_dataloader()
+    assert torch.equal(torch.cat([b[0] for b in test]), dm.test_set.tensors[0])
+    assert [len(b[1]) for b in val] == [100, 44]
+
+
+def test_batched_dataset_gathers_dtypes_numpy_lacks():
+    x = torch.arange(12, dtype=torch.bfloat16).reshape(6, 2)
+    data = BatchedTensorDataset(x, torch.arange(6))
+    bx, by = data.__getitems__([4, 0, 4])
+    assert bx.dtype == torch.bfloat16 and torch.equal(bx, x[[4, 0, 4]]) and by.tolist() == [4, 0, 4]
 
 
 def test_val_size_errors():

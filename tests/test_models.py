@@ -93,6 +93,37 @@ def test_classifier_fit_logs_val_and_test_metrics_on_digits():
     assert result["test/acc"] == pytest.approx(direct.item(), abs=1e-6) and "test/loss" in result
 
 
+def test_train_acc_is_the_accuracy_over_the_epoch():
+    """train/acc is counted over the epoch's batches and logged once, at its last batch."""
+
+    class Predictions(pl.Callback):
+        def __init__(self):
+            self.correct = self.seen = 0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            x, y = batch
+            with torch.no_grad():  # the weights this batch's forward pass sees
+                self.correct += int((pl_module(x).argmax(1) == y).sum())
+            self.seen += len(y)
+
+    pl.seed_everything(0)
+    dm = ClassificationDataModule("digits", batch_size=100, seed=0)
+    predictions = Predictions()
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[predictions],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(Classifier(TinyMLP(), lr=1e-2), datamodule=dm)
+    assert predictions.seen == 1293  # 1797 digits less 360 for test and 144 for validation
+    assert trainer.callback_metrics["train/acc"].item() == pytest.approx(predictions.correct / 1293, abs=1e-6)
+
+
 def test_configure_optimizers_builds_the_named_optimizer_and_schedule():
     sgd = Classifier(
         TinyMLP(),
@@ -113,6 +144,15 @@ def test_configure_optimizers_builds_the_named_optimizer_and_schedule():
     assert isinstance(adamw["optimizer"], torch.optim.AdamW) and adamw["lr_scheduler"]["scheduler"].T_max == 7
     assert isinstance(Classifier(TinyMLP()).configure_optimizers(), torch.optim.Adam)
     assert "net" not in Classifier(TinyMLP()).hparams
+
+
+def test_fused_adam_is_opt_in():
+    net = TinyMLP()
+    assert not Classifier(net).configure_optimizers().defaults["fused"]  # PyTorch's default: results unchanged
+    assert Classifier(net, fused=True).configure_optimizers().defaults["fused"]
+    assert Classifier(net, optimizer="adamw", fused=True).configure_optimizers().defaults["fused"]
+    with pytest.raises(ValueError, match=r"fused=True needs optimizer 'adam' or 'adamw' \(got 'sgd'\)"):
+        Classifier(net, optimizer="sgd", fused=True)
 
 
 def test_classifier_rejects_bad_settings():

@@ -7,6 +7,7 @@ iteration (minimum ``val/loss``), which is how Frankle & Carbin report it, witho
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -39,6 +40,8 @@ class Classifier(pl.LightningModule):
         gamma: decay factor for ``"step"``.
         cosine_epochs: length of the cosine schedule; None uses ``trainer.max_epochs``. Set it when one
             ``fit`` covers several pruning rounds, so the schedule spans one round.
+        fused: Adam/AdamW's fused implementation (``True``), the for-loop one (``False``) or PyTorch's default
+            (``None``). Fused is faster on the CPU and on GPUs but not bit-identical to the default.
     """
 
     # Everything it logs, so a run can check its monitored metric before it starts.
@@ -56,6 +59,7 @@ class Classifier(pl.LightningModule):
         step_size: int = 30,
         gamma: float = 0.1,
         cosine_epochs: int | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__()
         _check_choice("optimizer", optimizer, OPTIMIZERS, "'adam' with lr=1.2e-3 is the paper's LeNet setting")
@@ -67,6 +71,11 @@ class Classifier(pl.LightningModule):
         _check_positive_int("step_size", step_size)
         if cosine_epochs is not None:
             _check_positive_int("cosine_epochs", cosine_epochs)
+        if fused is not None and (not isinstance(fused, bool) or (fused and optimizer == "sgd")):
+            raise ValueError(
+                f"fused={fused!r} needs optimizer 'adam' or 'adamw' (got {optimizer!r}) and must be True, False or "
+                "None. Hint: None keeps PyTorch's default implementation."
+            )
         if nesterov and (optimizer != "sgd" or momentum == 0):
             raise ValueError(
                 f"nesterov=True needs optimizer='sgd' with momentum > 0, got optimizer={optimizer!r}, "
@@ -83,8 +92,28 @@ class Classifier(pl.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(y))
-        self.log("train/acc", _accuracy(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
+        self._log_train_accuracy(logits, y, batch_idx)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_correct: torch.Tensor | None = None
+        self._train_seen = 0
+
+    def _log_train_accuracy(self, logits: torch.Tensor, y: torch.Tensor, batch_idx: int) -> None:
+        """``train/acc``, the epoch's accuracy, logged once at its last batch from a running count of correct
+        predictions: a ``self.log`` per step costs LeNet-300-100 about a tenth of its step on the CPU. Loaders
+        without a length have no known last batch, and log every step."""
+        batches = self.trainer.num_training_batches
+        if not math.isfinite(batches):
+            self.log("train/acc", _accuracy(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
+            return
+        correct = (logits.detach().argmax(dim=1) == y).sum()
+        previous = getattr(self, "_train_correct", None)
+        self._train_correct = correct if previous is None else previous + correct
+        self._train_seen = getattr(self, "_train_seen", 0) + len(y)
+        if batch_idx + 1 >= batches:
+            seen = self._train_seen
+            self.log("train/acc", self._train_correct / seen, on_step=False, on_epoch=True, batch_size=seen)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):
         prefix = EVAL_PREFIXES[dataloader_idx] if dataloader_idx < len(EVAL_PREFIXES) else f"val{dataloader_idx}"
@@ -126,7 +155,11 @@ def _build_optimizer(params, hp) -> torch.optim.Optimizer:
             params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
         )
     cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    # fused: one kernel per tensor. On the CPU it is about a quarter faster for LeNet-300-100 and avoids the slow
+    # sqrt of exact zeros after a rewind (README, Benchmarks), but rounds differently: results are not bit-identical
+    # to the default implementation's, so it is opt-in.
+    fused = hp.get("fused")
+    return cls(params, lr=hp.lr, weight_decay=hp.weight_decay, **({} if fused is None else {"fused": fused}))
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
