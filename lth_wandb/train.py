@@ -18,10 +18,9 @@ import re
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
@@ -31,13 +30,17 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lth_wandb import controls, resume
 from lth_wandb.arguments import check_target_density, rounds_for
-from lth_wandb.callback import LotteryTicket
-from lth_wandb.checkpoint import AtomicCheckpointIO, LastCheckpoint
 from lth_wandb.config import OBJECTIVES, WANDB_MODES, DataConfig, check_known_keys, closest_key
-from lth_wandb.data import ClassificationDataModule, YourData
-from lth_wandb.models import Classifier
-from lth_wandb.progress import RoundProgressBar, print_rounds, quiet_noise
 from lth_wandb.pruning import check_rate
+from lth_wandb.quiet import quiet_noise
+
+# PyTorch Lightning and everything built on it are imported where a run needs them: importing them takes seconds,
+# which `lth-train --cfg job`, `--help` and a misspelt override should not wait for.
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+    from lth_wandb.callback import LotteryTicket
+    from lth_wandb.models import Classifier
 
 # A full disk or quota, or a file-size limit: what was written before stays loadable (lth_wandb/atomic.py).
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -49,6 +52,8 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, HydraException, OmegaCo
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """A built-in dataset by ``data.name``, or your own LightningDataModule by ``data._target_``; set up now, so
     missing data fails before W&B starts rather than minutes in."""
+    from lth_wandb.data import ClassificationDataModule, YourData
+
     if cfg.data.get("_target_"):
         dm = YourData(build_your_datamodule(cfg))
         dm.setup("fit")
@@ -90,6 +95,8 @@ def build_your_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
 
 def build_model(cfg: DictConfig, dm: pl.LightningDataModule) -> pl.LightningModule:
     """The network of ``cfg.model`` as a LightningModule: a plain ``nn.Module`` is wrapped in ``Classifier``."""
+    import pytorch_lightning as pl
+
     net = _in_section("model", build_net, cfg, dm)
     if isinstance(net, pl.LightningModule):
         return net  # a user's own module brings its own optimizer
@@ -114,6 +121,8 @@ def build_net(cfg: DictConfig, dm: pl.LightningDataModule):
 
 
 def build_classifier(cfg: DictConfig, net) -> Classifier:
+    from lth_wandb.models import Classifier
+
     p, opt, sched = cfg.pruning, cfg.optimizer, cfg.scheduler
     # With rewinding, the schedule replays every round, so a cosine spans one round.
     rounds_in_schedule = 1 if str(p.rewind) != "none" else p.rounds + 1
@@ -134,6 +143,8 @@ def build_classifier(cfg: DictConfig, net) -> Classifier:
 def build_lottery(cfg: DictConfig, ticket=None) -> LotteryTicket:
     """The callback of ``cfg.pruning``, which holds its settings field for field; the run's ``seed`` seeds it
     unless ``pruning.seed`` is set."""
+    from lth_wandb.callback import LotteryTicket
+
     settings = OmegaConf.to_container(cfg.pruning, resolve=True)
     settings["seed"] = cfg.seed if settings["seed"] is None else settings["seed"]
     return LotteryTicket(**settings, ticket=ticket)
@@ -169,6 +180,11 @@ def check_trainer(cfg: DictConfig) -> None:
 
 
 def build_trainer(cfg: DictConfig, steps_per_epoch: int, callbacks: list, logger, output_dir: Path) -> pl.Trainer:
+    import pytorch_lightning as pl
+
+    from lth_wandb.checkpoint import AtomicCheckpointIO, LastCheckpoint
+    from lth_wandb.progress import RoundProgressBar
+
     t = cfg.trainer
     # Every epoch end (and every N steps when asked), atomically: a kill or a full disk never costs a run.
     checkpoint = LastCheckpoint(output_dir / "checkpoints", every_n_steps=t.checkpoint_every_n_steps)
@@ -223,6 +239,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Everything a user can get wrong (config, data, model, ticket, resume) is checked before W&B starts, so a
     mistake leaves no W&B run behind.
     """
+    import pytorch_lightning as pl
+
+    from lth_wandb.progress import print_rounds
+
     output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
     check_known_keys(_plain(cfg))
     check_seed(cfg.seed)
@@ -323,6 +343,8 @@ def check_seed(seed: Any) -> None:
 
 def check_monitor(cfg: DictConfig, model: pl.LightningModule) -> None:
     """The built-in Classifier logs a known set of metrics: a monitor outside it would fail minutes in."""
+    from lth_wandb.models import Classifier
+
     if isinstance(model, Classifier) and cfg.pruning.monitor not in Classifier.METRICS:
         raise ValueError(
             f"monitor={cfg.pruning.monitor!r} is not logged by the Classifier; it logs {list(Classifier.METRICS)}. "
