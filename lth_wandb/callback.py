@@ -77,6 +77,8 @@ class LotteryTicket(pl.Callback):
             per-layer densities (``"random_mask"``), each round rewound like IMP.
         target_density: instead of ``rounds``: prune until (1 - prune_rate)^rounds <= target_density, e.g. 0.036
             with prune_rate 0.2 is 15 rounds (the paper's 3.6%).
+        steps_per_round: the round length in optimizer steps, instead of ``epochs_per_round`` (the paper counts
+            iterations). Rounds then begin and end between steps; use step-interval LR schedulers with it.
     """
 
     def __init__(
@@ -98,11 +100,12 @@ class LotteryTicket(pl.Callback):
         seed: int | None = None,
         masks_from: Sequence[M.Masks] | str | PathLike | None = None,
         target_density: float | None = None,
+        steps_per_round: int | None = None,
     ):
         masks_path = str(masks_from) if isinstance(masks_from, (str, PathLike)) else None
         settings = PruningSettings(
             rounds, epochs_per_round, prune_rate, scope, layer_rates if layer_rates is not None else {}, parameters,
-            criterion, rewind, control, monitor, mode, tolerance, seed, masks_path, target_density,
+            criterion, rewind, control, monitor, mode, tolerance, seed, masks_path, target_density, steps_per_round,
         ).validated()  # fmt: skip
         if settings.seed is None:
             settings = replace(settings, seed=int(torch.initial_seed()))
@@ -142,6 +145,14 @@ class LotteryTicket(pl.Callback):
         if not isinstance(self.rewind, int) or not self._steps_per_epoch:
             return self.epochs_per_round
         return self.epochs_per_round - self.rewind // self._steps_per_epoch
+
+    def round_end_step(self, round: int) -> int | None:
+        """With ``steps_per_round``: the global step at which ``round`` ends (late rewinding to step k shortens
+        every round after round 0 by k). None when rounds are counted in epochs."""
+        if self.steps_per_round is None:
+            return None
+        shorter = self.rewind if isinstance(self.rewind, int) else 0
+        return self.steps_per_round + round * (self.steps_per_round - shorter)
 
     def round_of_epoch(self, epoch: int) -> int:
         """The round that trains in (0-based) ``epoch``."""
@@ -282,18 +293,28 @@ class LotteryTicket(pl.Callback):
         self._enforcer()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # max_epochs is still (rounds + 1) * epochs_per_round here (setup set it); late rewinding shortens rounds.
-        self._steps_per_epoch = trainer.estimated_stepping_batches // max(1, trainer.fit_loop.max_epochs)
-        self.check_rewind_step(self._steps_per_epoch * self.epochs_per_round)
-        trainer.fit_loop.max_epochs = self.total_epochs
+        if self.steps_per_round is not None:
+            self.check_rewind_step(self.steps_per_round)
+            trainer.fit_loop.max_epochs = -1  # the step count ends the fit (see _set_max_epochs)
+        else:
+            # max_epochs is still (rounds + 1) * epochs_per_round (setup set it); late rewinding shortens rounds.
+            self._steps_per_epoch = trainer.estimated_stepping_batches // max(1, trainer.fit_loop.max_epochs)
+            self.check_rewind_step(self._steps_per_epoch * self.epochs_per_round)
+            trainer.fit_loop.max_epochs = self.total_epochs
         self._round_started_at = time.monotonic()
         self._capture(trainer, pl_module)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.round == 0 and self._states.point is None:
             self._capture(trainer, pl_module)
+        # Rounds in steps: the boundary falls between two steps, after the last one's validation has run.
+        if self.steps_per_round is not None and trainer.global_step >= self.round_end_step(self.round):
+            self._finish_round_once(trainer, pl_module)
+            self._start_round(trainer, pl_module, self.round + 1)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.steps_per_round is not None:
+            return
         target = self.round_of_epoch(trainer.current_epoch)
         if target > self.round:
             self._start_round(trainer, pl_module, self.round + 1)
@@ -326,9 +347,12 @@ class LotteryTicket(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_metrics = _scalars(trainer.callback_metrics)
-        finished_round = self.round_of_epoch(trainer.current_epoch + 1) > self.round_of_epoch(trainer.current_epoch)
-        if finished_round and not any(h["round"] == self.round for h in self.history):
-            self._finish_round(trainer, pl_module)
+        if self.steps_per_round is not None:
+            finished_round = trainer.global_step >= self.round_end_step(self.round)
+        else:
+            finished_round = self.round_of_epoch(trainer.current_epoch + 1) > self.round_of_epoch(trainer.current_epoch)
+        if finished_round:
+            self._finish_round_once(trainer, pl_module)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         for handle in self._hooks:
@@ -426,6 +450,10 @@ class LotteryTicket(pl.Callback):
             for name in self.masks
         }
 
+    def _finish_round_once(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not any(h["round"] == self.round for h in self.history):
+            self._finish_round(trainer, pl_module)
+
     def _finish_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._states.record_trained(self.round, pl_module)
         self.history.append(
@@ -494,6 +522,9 @@ class LotteryTicket(pl.Callback):
             )
 
     def _set_max_epochs(self, trainer: pl.Trainer) -> None:
+        if self.steps_per_round is not None:
+            trainer.fit_loop.epoch_loop.max_steps = self.round_end_step(self.rounds)
+            return
         current = trainer.fit_loop.max_epochs
         if current in (None, -1, _LIGHTNING_DEFAULT_MAX_EPOCHS):
             trainer.fit_loop.max_epochs = self.total_epochs

@@ -47,6 +47,8 @@ class PruningSettings:
         seed: seeds the random criterion and controls; None: ``torch.initial_seed()`` (lth-train: its ``seed``).
         masks_from: a finished run's folder whose masks to train instead of pruning (the paper's controls).
         target_density: instead of ``rounds``, the density to prune down to.
+        steps_per_round: the round length in optimizer steps instead of ``epochs_per_round`` (the paper counts
+            iterations: 50K for LeNet); rounds then start and end between any two steps.
     """
 
     rounds: int | None = None
@@ -64,6 +66,7 @@ class PruningSettings:
     seed: int | None = None
     masks_from: str | None = None
     target_density: float | None = None
+    steps_per_round: int | None = None
 
     def validated(self) -> PruningSettings:
         """A copy with every value checked (a ValueError names the bad one) and normalised: ``rounds`` resolved,
@@ -90,6 +93,9 @@ class PruningSettings:
             seed=check_seed(self.seed),
             masks_from=self.masks_from,
             target_density=target,
+            steps_per_round=None if self.steps_per_round is None else check_int(
+                self.steps_per_round, "steps_per_round", 1, "the paper's LeNet rounds are 50000 iterations"
+            ),
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -256,9 +256,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     lottery = build_lottery(cfg, ticket)
     _in_section("pruning", lottery.check_model, model)
     _in_section("pruning", check_monitor, cfg, model)
+    _in_section("pruning", check_schedule, cfg, model)
     check_trainer(cfg)
     steps_per_epoch = _in_section("trainer", steps_per_epoch_of, cfg, dm)
-    _in_section("pruning", lottery.check_rewind_step, steps_per_epoch * lottery.epochs_per_round)
+    _in_section(
+        "pruning", lottery.check_rewind_step, lottery.steps_per_round or steps_per_epoch * lottery.epochs_per_round
+    )
     checkpoint = resume.ckpt_path(cfg.resume)
     record = _in_section("resume", resume.open_record, output_dir, _plain(cfg), cfg.resume is not None)
     logger = _in_section("wandb", build_logger, cfg, record.wandb_run_id)
@@ -339,6 +342,18 @@ def record_inputs(cfg: DictConfig, run) -> None:
 def check_seed(seed: Any) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed={seed!r} must be a whole number in [0, {MAX_SEED}]. Hint: seed=0")
+
+
+def check_schedule(cfg: DictConfig, model: pl.LightningModule) -> None:
+    """The Classifier's LR schedules count epochs; rounds counted in steps would cut them at arbitrary points."""
+    from lth_wandb.models import Classifier
+
+    if isinstance(model, Classifier) and cfg.pruning.steps_per_round is not None and cfg.scheduler.name != "none":
+        raise ValueError(
+            f"scheduler={cfg.scheduler.name!r} steps once per epoch, but pruning.steps_per_round counts rounds in "
+            "steps, so a rewound schedule would restart mid-epoch. Hint: scheduler=none, or your own LightningModule "
+            "with a step-interval schedule"
+        )
 
 
 def check_monitor(cfg: DictConfig, model: pl.LightningModule) -> None:

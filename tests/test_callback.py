@@ -1,6 +1,7 @@
 """LotteryTicket in a real Trainer: rounds, rewinding, optimizer resets, masks, controls, tickets."""
 
 import copy
+import math
 
 import pytest
 import pytorch_lightning as pl
@@ -608,3 +609,43 @@ def test_one_settings_object_for_callback_app_checkpoint_and_ticket():
     fit(cb)
     recorded = cb.settings.as_dict()
     assert cb.state_dict()["settings"] == recorded == cb.ticket(1).metadata["settings"]  # checkpoint and ticket
+
+
+class StepCosineNet(TinyNet):
+    """SGD with a cosine over ``steps`` optimizer steps, stepped after every step (Lightning's "step" interval)."""
+
+    def __init__(self, steps: int):
+        super().__init__(optimizer="sgd", lr=0.1)
+        self.steps = steps
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.lr)
+        cosine = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, self.steps) / self.steps))
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
+
+
+class StepProbe(pl.Callback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("rewind", ["init", 4])
+def test_rounds_in_steps_end_where_round_0_ends(rewind):
+    """steps_per_round=T (the paper counts iterations): round 0 trains T steps, a round rewound to step k trains
+    T - k (Frankle et al. 2019, Alg. 2), and a step-wise schedule replays round 0's from k to T."""
+    cb = LotteryTicket(rounds=2, steps_per_round=10, prune_rate=0.5, rewind=rewind)
+    probe = StepProbe()
+    pl.seed_everything(0, verbose=False)
+    train, val = loaders()  # 8 batches an epoch: rounds end inside epochs
+    trainer([cb, probe], val_check_interval=2).fit(StepCosineNet(steps=10), train, val)
+    k = 0 if rewind == "init" else rewind
+    round0 = probe.lrs[:10]
+    assert len(probe.lrs) == 10 + 2 * (10 - k)
+    assert probe.lrs[10 : 20 - k] == pytest.approx(round0[k:]) and probe.lrs[20 - k :] == pytest.approx(round0[k:])
+    assert [h["end_step"] - h["start_step"] for h in cb.history] == [10, 10 - k, 10 - k]
+    assert [h["density"] for h in cb.history] == pytest.approx([1.0, 0.5, 0.25], abs=0.02)

@@ -227,6 +227,7 @@ def test_failure_during_training_marks_the_run_failed(tmp_path):
         (["trainer=gpu"], "no GPU is visible") if not torch.cuda.is_available() else (["seed=-2"], "seed=-2"),
         (["seed=-1"], "seed=-1 must be a whole number in [0, 4294967295]"),
         (["pruning.target_density=3"], "pruning: target_density=3.0 must be a fraction in (0, 1)"),
+        (["pruning.steps_per_round=50", "scheduler=cosine"], "scheduler='cosine' steps once per epoch"),
         (["seed=99999999999999"], "seed=99999999999999 must be"),
         (["ticket=/nonexistent/ticket"], "ticket: ticket='/nonexistent/ticket' is neither"),
         (["resume=/nonexistent/last.ckpt"], "resume=/nonexistent/last.ckpt: no such file or folder"),
