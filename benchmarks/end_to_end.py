@@ -14,7 +14,8 @@ each step, PyTorch's default Adam, evaluation in batches of 1000. The lth-train 
 (the second logs to W&B offline, per-round artifacts included). Every variant runs as a fresh process, timed from
 launch to exit, so interpreter start, imports and data loading count on both sides. Variants are interleaved
 repeat by repeat in a rotating order, so drift of a shared machine hits all of them alike. Prints each run's
-time, the medians, and the ratios of medians on the last line::
+wall and CPU time (CPU time moves less when other work shares the machine), the medians, and the ratios of the
+median wall times on the last line::
 
     lth_train_vs_bare=<ratio> lth_train_wandb_vs_bare=<ratio>
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -132,13 +134,16 @@ def lth_train_command(epochs_per_round: int, wandb: bool, folder: Path) -> list[
     return base + args
 
 
-def timed(command: list[str], env: dict[str, str], cwd: Path) -> float:
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, the process and what it waited for, W&B's service included)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed with exit code {done.returncode}:\n{done.stdout[-3000:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -161,17 +166,23 @@ def main() -> None:
     }
     names = list(variants)
     times: dict[str, list[float]] = {v: [] for v in names}
+    cpu: dict[str, list[float]] = {v: [] for v in names}
     with tempfile.TemporaryDirectory(prefix="lth-e2e-") as tmp:
         for repeat in range(args.repeats):
             for name in names[repeat % 3 :] + names[: repeat % 3]:  # rotate who goes first
                 folder = Path(tmp) / f"{name}-{repeat}"
                 folder.mkdir()
-                seconds = timed(variants[name](folder), env, folder)
+                seconds, cpu_seconds = timed(variants[name](folder), env, folder)
                 times[name].append(seconds)
-                print(f"repeat {repeat + 1}/{args.repeats} {name:<16} {seconds:7.2f} s", flush=True)
+                cpu[name].append(cpu_seconds)
+                print(f"repeat {repeat + 1}/{args.repeats} {name:<16} {seconds:7.2f} s wall {cpu_seconds:7.2f} s CPU")
     median = {v: statistics.median(t) for v, t in times.items()}
+    median_cpu = {v: statistics.median(t) for v, t in cpu.items()}
     for v in names:
-        print(f"  {v:<16} median {median[v]:7.2f} s   x{median[v] / median['bare']:.3f} vs bare")
+        print(
+            f"  {v:<16} median {median[v]:7.2f} s wall (x{median[v] / median['bare']:.3f} vs bare), "
+            f"{median_cpu[v]:7.2f} s CPU (x{median_cpu[v] / median_cpu['bare']:.3f})"
+        )
     print(
         f"lth_train_vs_bare={median['lth_train'] / median['bare']:.3f} "
         f"lth_train_wandb_vs_bare={median['lth_train_wandb'] / median['bare']:.3f}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import Logger
 
 from lth_wandb import models
 from lth_wandb.data import ClassificationDataModule
@@ -144,6 +145,75 @@ def test_configure_optimizers_builds_the_named_optimizer_and_schedule():
     assert isinstance(adamw["optimizer"], torch.optim.AdamW) and adamw["lr_scheduler"]["scheduler"].T_max == 7
     assert isinstance(Classifier(TinyMLP()).configure_optimizers(), torch.optim.Adam)
     assert "net" not in Classifier(TinyMLP()).hparams
+
+
+class LogsEveryStep(Classifier):
+    """The Classifier as it logged before: train/loss and train/acc through self.log at every step."""
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(y))
+        accuracy = (logits.argmax(1) == y).float().mean()
+        self.log("train/acc", accuracy, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+
+class Recorder(Logger, pl.Callback):
+    """What the loggers receive, and callback_metrics where callbacks read them (validation and epoch ends)."""
+
+    name, version, experiment = "recorder", 0, None
+
+    def __init__(self):
+        super().__init__()
+        self.logged, self.seen = [], []
+
+    def log_metrics(self, metrics, step=None):
+        self.logged.append((step, {k: float(v) for k, v in metrics.items()}))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            self.seen.append(("val", trainer.global_step, metrics))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seen.append(("epoch", trainer.global_step, {k: float(v) for k, v in trainer.callback_metrics.items()}))
+
+
+@pytest.mark.parametrize("val_check_interval", [7, None, 0.5])
+def test_train_metrics_reach_loggers_and_callbacks_as_when_logged_every_step(val_check_interval):
+    """train/loss is logged only on the steps something reads it: what loggers get, and what callbacks see at
+    validation and epoch ends, is what logging at every step gave."""
+    runs = []
+    for module in (LogsEveryStep, Classifier):
+        pl.seed_everything(0)
+        recorder = Recorder()
+        trainer = pl.Trainer(
+            max_epochs=2,
+            accelerator="cpu",
+            logger=recorder,
+            callbacks=[recorder],
+            log_every_n_steps=5,
+            val_check_interval=val_check_interval,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        dm = ClassificationDataModule("digits", batch_size=32, eval_batch_size=100, seed=0)
+        trainer.fit(module(TinyMLP(), lr=1e-2), datamodule=dm)
+        runs.append(recorder)
+    before, after = runs
+    assert [step for step, _ in after.logged] == [step for step, _ in before.logged]
+    for (_, old), (_, new) in zip(before.logged, after.logged, strict=True):
+        assert old.keys() == new.keys() and old == pytest.approx(new, abs=1e-6)
+    assert len(after.seen) == len(before.seen) >= 4
+    for (where, step, old), (_, _, new) in zip(before.seen, after.seen, strict=True):
+        assert old["train/loss"] == new["train/loss"], (where, step)
+        assert old.keys() == new.keys() and old == pytest.approx(new, abs=1e-6), (where, step)
 
 
 def test_fused_adam_is_opt_in():

@@ -24,8 +24,9 @@ EVAL_PREFIXES = ("val", "test")
 class Classifier(pl.LightningModule):
     """Cross-entropy training of ``net`` with a named optimizer and an epoch-wise LR schedule.
 
-    Logs ``train/loss`` (every step), ``train/acc`` (per epoch), ``val/loss`` and ``val/acc`` on validation
-    dataloader 0, ``test/loss`` and ``test/acc`` on validation dataloader 1 and in ``trainer.test``.
+    Logs ``train/loss`` (on the steps a logger, a validation or the epoch's end reads it), ``train/acc`` (per
+    epoch), ``val/loss`` and ``val/acc`` on validation dataloader 0, ``test/loss`` and ``test/acc`` on validation
+    dataloader 1 and in ``trainer.test``.
 
     Args:
         net: the network; maps a batch of inputs to logits.
@@ -91,13 +92,36 @@ class Classifier(pl.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(y))
+        if self._train_loss_is_read(batch_idx):
+            self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(y))
         self._log_train_accuracy(logits, y, batch_idx)
         return loss
 
+    def _train_loss_is_read(self, batch_idx: int) -> bool:
+        """Whether anything reads this step's ``train/loss``: the loggers (every ``log_every_n_steps``), a
+        validation run right after it, or the epoch's end (``callback_metrics``, which LotteryTicket snapshots
+        there). A ``self.log`` costs LeNet-300-100 a fifth of its step on the CPU, so it is skipped on the other
+        steps, where ``callback_metrics["train/loss"]`` keeps the last value logged. Schedules this cannot foresee
+        (time-based or cross-epoch validation, loaders without a length) log every step."""
+        trainer = self.trainer
+        stepped = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", None)  # what Lightning counts
+        batches, every = trainer.num_training_batches, trainer.val_check_batch
+        foreseeable = (
+            isinstance(stepped, int)
+            and math.isfinite(batches)
+            and isinstance(every, int)
+            and trainer.check_val_every_n_epoch is not None
+            and getattr(trainer, "_val_check_time_interval", None) is None
+        )
+        if not foreseeable or trainer.should_stop:
+            return True
+        n = trainer.log_every_n_steps
+        logged = n > 0 and (stepped + 1) % n == 0  # Lightning's own test (its `should_update_logs`)
+        return logged or (batch_idx + 1) % every == 0 or batch_idx + 1 >= batches
+
     def on_train_epoch_start(self) -> None:
-        self._train_correct: torch.Tensor | None = None
-        self._train_seen = 0
+        # A plain list: assigning a tensor attribute goes through nn.Module.__setattr__, slow enough to notice here.
+        self._train_counts: list = []  # (correct predictions, batch size) per batch of this epoch
 
     def _log_train_accuracy(self, logits: torch.Tensor, y: torch.Tensor, batch_idx: int) -> None:
         """``train/acc``, the epoch's accuracy, logged once at its last batch from a running count of correct
@@ -107,13 +131,13 @@ class Classifier(pl.LightningModule):
         if not math.isfinite(batches):
             self.log("train/acc", _accuracy(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
             return
-        correct = (logits.detach().argmax(dim=1) == y).sum()
-        previous = getattr(self, "_train_correct", None)
-        self._train_correct = correct if previous is None else previous + correct
-        self._train_seen = getattr(self, "_train_seen", 0) + len(y)
+        if not hasattr(self, "_train_counts"):  # training_step called outside fit's epoch hooks
+            self.on_train_epoch_start()
+        self._train_counts.append(((logits.detach().argmax(dim=1) == y).sum(), len(y)))
         if batch_idx + 1 >= batches:
-            seen = self._train_seen
-            self.log("train/acc", self._train_correct / seen, on_step=False, on_epoch=True, batch_size=seen)
+            correct, sizes = zip(*self._train_counts, strict=True)
+            seen = sum(sizes)
+            self.log("train/acc", torch.stack(correct).sum() / seen, on_step=False, on_epoch=True, batch_size=seen)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):
         prefix = EVAL_PREFIXES[dataloader_idx] if dataloader_idx < len(EVAL_PREFIXES) else f"val{dataloader_idx}"
