@@ -9,12 +9,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
+from packaging.version import Version
 from pytorch_lightning.callbacks import RichProgressBar
 from rich.console import Console
 from rich.table import Table
 
 from lth_wandb.callback import LotteryTicket
 from lth_wandb.quiet import quiet_noise  # noqa: F401  (its old home)
+
+# Lightning 2.6 made RichProgressBar's refresh_rate redraws per second (default 100, drawn by a thread). Before, it
+# was batches between updates, and the bar advanced by it at each update, so skipping batches would miscount.
+_PER_SECOND = Version(pl.__version__) >= Version("2.6")
 
 
 class RoundProgressBar(RichProgressBar):
@@ -25,15 +30,19 @@ class RoundProgressBar(RichProgressBar):
     tenth of its training time on 2 cores, for changes no one can read.
 
     Args:
-        refresh_rate: redraws per second (0 hides the display).
+        refresh_rate: redraws per second (0 hides the display); before Lightning 2.6, batches between updates.
+            None: 4 per second, or every batch before 2.6.
     """
 
-    def __init__(self, refresh_rate: int = 4, **kwargs: Any) -> None:
-        super().__init__(refresh_rate=refresh_rate, **kwargs)
+    def __init__(self, refresh_rate: int | None = None, **kwargs: Any) -> None:
+        default = 4 if _PER_SECOND else 1
+        super().__init__(refresh_rate=default if refresh_rate is None else refresh_rate, **kwargs)
         self._last_batch_update = -math.inf
-        self._density: tuple[tuple[int, int], str] | None = None  # (round, id of its masks) -> formatted density
+        self._density: tuple[int, dict, str] | None = None  # round, the masks dict it was counted from, the text
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+        if not _PER_SECOND:
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         now = time.monotonic()
         last = batch_idx + 1 >= self.total_train_batches
         if self.refresh_rate > 0 and (last or now - self._last_batch_update >= 1 / self.refresh_rate):
@@ -49,11 +58,11 @@ class RoundProgressBar(RichProgressBar):
 
     def _density_of(self, lottery: LotteryTicket) -> str:
         # Counting the kept weights reads every mask; they change only when a round starts or a run resumes, and
-        # both replace the masks dict.
-        key = (lottery.round, id(lottery.masks))
-        if self._density is None or self._density[0] != key:
-            self._density = (key, f"{lottery.density():.1%}")
-        return self._density[1]
+        # both replace the masks dict (held here, so its identity cannot be reused by a new one).
+        cached = self._density
+        if cached is None or cached[0] != lottery.round or cached[1] is not lottery.masks:
+            self._density = cached = (lottery.round, lottery.masks, f"{lottery.density():.1%}")
+        return cached[2]
 
 
 def rounds_table(history: Sequence[dict[str, Any]], winning_round: int | None) -> Table:
