@@ -309,29 +309,26 @@ def test_hyperband_stops_a_worse_run_under_the_real_agent(wandb_server, tmp_path
     """sweeps/lr_bayes_hyperband.yaml's early termination, with the two learning rates fixed in a grid so the order
     is known: the good run finishes, the hopeless one is stopped at a band (3 or 9 epochs) by the agent."""
     config = yaml.safe_load((ROOT / "sweeps" / "lr_bayes_hyperband.yaml").read_text())
-    # Long enough that the agent's heartbeats (which carry the stop) come while the bad run still trains, also on a
-    # slow, busy machine.
     epochs = 30
     config["method"] = "grid"
     fixed = {"optimizer.weight_decay": 0.0, "pruning.rounds": 0, "pruning.epochs_per_round": epochs,
              "trainer.enable_progress_bar": False}  # fmt: skip
     config["parameters"].update({k: {"value": v} for k, v in fixed.items()})
     config["parameters"]["optimizer.lr"] = {"values": [3e-3, 1e-7]}
-    # The stop travels on the agent's heartbeat, which races the run's streamed history on a busy machine: a
-    # sweep whose bad run outran every heartbeat is tried again (at most 3 sweeps); one must stop it.
-    for _attempt in range(3):
-        sweep_id = create_sweep(wandb_server, tmp_path, config)
-        path = f"{ENTITY}/{PROJECT}/{sweep_id}"
-        for _ in range(2):  # one agent after the other: the good run has finished when the bad one starts
-            agent = subprocess.run(
-                [sys.executable, "-m", "wandb", "agent", "--count", "1", path], cwd=tmp_path, capture_output=True,
-                text=True, timeout=300,
-                env=online_env(wandb_server, tmp_path, WANDB_X_FILE_STREAM_TRANSMIT_INTERVAL="1"),
-            )  # fmt: skip
-            assert agent.returncode == 0, agent.stderr[-3000:]
-        sweep = wandb_server.backend.project(ENTITY, PROJECT).sweep(sweep_id)
-        if sweep.stopped:
-            break
+    sweep_id = create_sweep(wandb_server, tmp_path, config)
+    path = f"{ENTITY}/{PROJECT}/{sweep_id}"
+    # The stop rides the agent's heartbeat (every 5 s) after the run's streamed history (every 1 s). Each epoch takes
+    # at least 2 x 0.3 s (train and val passes, tests/faults/sitecustomize.py), so the bad run is still training
+    # >= 15 s after its first band, however fast the machine.
+    env = online_env(wandb_server, tmp_path, WANDB_X_FILE_STREAM_TRANSMIT_INTERVAL="1", LTH_PACE="0.3",
+                     PYTHONPATH=str(FAULTS))  # fmt: skip
+    for _ in range(2):  # one agent after the other: the good run has finished when the bad one starts
+        agent = subprocess.run(
+            [sys.executable, "-m", "wandb", "agent", "--count", "1", path], cwd=tmp_path, capture_output=True,
+            text=True, timeout=300, env=env,
+        )  # fmt: skip
+        assert agent.returncode == 0, agent.stderr[-3000:]
+    sweep = wandb_server.backend.project(ENTITY, PROJECT).sweep(sweep_id)
     good, bad = sorted(wandb.Api().sweep(path).runs, key=lambda r: r.config["optimizer.lr"], reverse=True)
     losses = {run.id: [row["val/loss"] for row in run.scan_history(keys=["val/loss"])] for run in (good, bad)}
     assert good.state == "finished" and len(losses[good.id]) == epochs

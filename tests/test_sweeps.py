@@ -30,6 +30,7 @@ from lth_wandb.leaderboard import SweepRecord, rank, write_results
 from lth_wandb.runfiles import find_runs, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
+FAULTS = ROOT / "tests" / "faults"
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 # The study's grids (README "Results"), run with lth-sweep: held to the same schema and keys.
 EXPERIMENT_FILES = sorted((ROOT / "experiments").glob("*.yaml"))
@@ -274,7 +275,7 @@ def test_lth_sweep_grid_with_count_then_resume(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_lth_sweep_hyperband_stops_the_clearly_worse_run(tmp_path):
+def test_lth_sweep_hyperband_stops_the_clearly_worse_run(tmp_path, monkeypatch):
     # lr 1e-6 leaves val/loss at ~2.30 while lr 3e-3 is at ~0.15 by epoch 3: Hyperband's first band (min_iter=3,
     # eta=3) keeps the best third of the runs there, so the slow run is stopped long before its 40 epochs.
     # One worker, so the good run has set the bar before the bad one starts: side by side, a bad run that runs
@@ -289,6 +290,10 @@ def test_lth_sweep_hyperband_stops_the_clearly_worse_run(tmp_path):
         },
         **{"pruning.rounds": 0, "pruning.epochs_per_round": 40, "trainer.val_every_n_steps": "null"},
     )
+    # Each epoch takes at least 2 x 0.15 s (train and val passes, tests/faults/sitecustomize.py): the stop, read off
+    # run files flushed every second, arrives while the bad run trains, however fast the machine.
+    monkeypatch.setenv("LTH_PACE", "0.15")
+    monkeypatch.setenv("PYTHONPATH", str(FAULTS))
     out = tmp_path / "out"
     assert lth_sweep(write_sweep(tmp_path, config), "--dir", out, "--kill-delay", 20, "--check-every", 1) == 0
     runs = {r["params"]["optimizer.lr"]: r for r in json.loads((out / "sweep.json").read_text())["runs"]}

@@ -8,6 +8,12 @@
   durable nor renamed over its target (lth_wandb.atomic) — a kill in the middle of a write;
 - ``replace``: right after the n-th ``os.replace`` onto a path matching ``glob`` — a file just completed;
 - ``enospc``: the n-th fsync of a matching file fails with "No space left on device", as on a full disk.
+
+    LTH_PACE=<seconds>
+
+Each pass over a DataLoader starts that much later: an epoch takes at least that long on any machine, so a test
+that races a run (an early-termination stop that must arrive before the run ends) does not depend on how fast the
+machine trains.
 """
 
 import errno
@@ -54,6 +60,22 @@ def _arm(when: str, glob: str, n: int) -> None:
         raise ValueError(f"LTH_FAULT={_spec!r}: unknown moment {when!r}; use fsync, replace or enospc")
 
 
+def _pace(seconds: float) -> None:
+    import time
+
+    from torch.utils.data import DataLoader
+
+    real_iter = DataLoader.__iter__
+
+    def paced_iter(self):
+        time.sleep(seconds)
+        return real_iter(self)
+
+    DataLoader.__iter__ = paced_iter
+
+
+if os.environ.get("LTH_PACE"):
+    _pace(float(os.environ["LTH_PACE"]))
 if _spec:
     _when, _glob, _n = _spec.split(":")
     _arm(_when, _glob, int(_n))
