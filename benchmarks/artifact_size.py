@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import save_file
 
 from lth_wandb import Ticket
-from lth_wandb import masks as M
 from lth_wandb.models import LeNet300100
-from lth_wandb.pruning import prune
+from lth_wandb.pruning import masks as M
+from lth_wandb.pruning.prune import prune
 
 ROUNDS = (0, 3, 7, 12, 15)
 

@@ -119,7 +119,7 @@ def raw_loop_medians(model: str, steps: int, repeats: int, batch_size: int, fuse
     """Median step time of a bare training loop per variant, interleaved step by step."""
     from torch.nn.utils import prune as torch_prune
 
-    from lth_wandb.masks import MaskEnforcer
+    from lth_wandb.pruning.masks import MaskEnforcer
 
     shape, _ = SHAPES[model]
     x, y = torch.rand(batch_size, *shape), torch.randint(0, 10, (batch_size,))

@@ -77,7 +77,7 @@ def kept_bytes(callbacks: list, net: nn.Module) -> tuple[int, int]:
         if isinstance(cb, ModelPruning):
             pruned = [m for m in net.modules() if hasattr(m, "weight_mask")]
             # After the rewind weight_orig shares its storage with the original layer's copy (the aliasing
-            # lth_wandb/rewind.py describes), so `live` leaves that copy's weights out and its biases remain.
+            # lth_wandb/lottery/rewind.py describes), so `live` leaves that copy's weights out and its biases remain.
             copies = [[m.weight for m in pruned], [ref["data"] for ref in cb._original_layers.values()]]
             return tensor_bytes([m.weight_mask for m in pruned], live), tensor_bytes(copies, live)
     return 0, 0

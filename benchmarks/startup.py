@@ -8,7 +8,7 @@ rest of training is not waited for). Prints each run, the medians, and on the la
 
     python benchmarks/startup.py [--repeats 5] [-- <lth-train overrides>]   # default: the demo, offline W&B
 
-``python -X importtime -c "import lth_wandb.train"`` shows where the import part of it goes.
+``python -X importtime -c "import lth_wandb.app.train"`` shows where the import part of it goes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def first_step(*_):
     os._exit(0)
 o.register_optimizer_step_pre_hook(first_step)
 sys.argv = ["lth-train", *sys.argv[1:]]
-from lth_wandb.train import main
+from lth_wandb.app.train import main
 main()
 """
 

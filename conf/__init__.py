@@ -7,6 +7,6 @@ configs works from any entry point (lth-train, Hydra's compose API in a notebook
 
 from hydra.core.config_store import ConfigStore
 
-from lth_wandb.config import Config
+from lth_wandb.app.config import Config
 
 ConfigStore.instance().store(name="base_config", node=Config)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from lth_wandb.ticket import Ticket
+from lth_wandb.pruning.ticket import Ticket
 
 ROUNDS = (3, 7, 12, 15)  # 51.3%, 21.1%, 7.0% and 3.6% of the weights under the preset's 20%/10% rates
 CONTROLS = ("reinit", "random_mask")

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lth_wandb.callback import LotteryTicket
-    from lth_wandb.ticket import Ticket
+    from lth_wandb.lottery.callback import LotteryTicket
+    from lth_wandb.pruning.ticket import Ticket
 
 __all__ = ["LotteryTicket", "Ticket"]
 __version__ = "0.1.0"
 
 # Imported on first use: importing any lth_wandb module runs this file, and the callback brings PyTorch Lightning
 # (seconds), which `lth-train --cfg job`, `--help` and a misspelt override never need.
-_LAZY = {"LotteryTicket": "lth_wandb.callback", "Ticket": "lth_wandb.ticket"}
+_LAZY = {"LotteryTicket": "lth_wandb.lottery.callback", "Ticket": "lth_wandb.pruning.ticket"}
 
 
 def __getattr__(name: str) -> Any:

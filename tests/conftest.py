@@ -159,7 +159,7 @@ def lth_train_main(monkeypatch, cwd, *args: str, expect_exit: bool = True):
     """Run lth-train's console entry point in this process, in ``cwd``; its exit code when ``expect_exit``."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from lth_wandb import train
+    from lth_wandb.app import train
 
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", ["lth-train", *args])

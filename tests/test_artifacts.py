@@ -7,9 +7,9 @@ import torch
 from conftest import lth_train
 
 from lth_wandb import Ticket
-from lth_wandb.artifacts import TicketArtifacts
-from lth_wandb.runfiles import find_runs, read_run
-from lth_wandb.tracking import load_ticket
+from lth_wandb.tracking.artifacts import TicketArtifacts
+from lth_wandb.tracking.runfiles import find_runs, read_run
+from lth_wandb.tracking.tickets import load_ticket
 
 ROUNDS = 3
 

@@ -598,8 +598,8 @@ def test_one_settings_object_for_callback_app_checkpoint_and_ticket():
     import dataclasses
     import inspect
 
-    from lth_wandb.config import PruningConfig
-    from lth_wandb.settings import PruningSettings
+    from lth_wandb.app.config import PruningConfig
+    from lth_wandb.lottery.settings import PruningSettings
 
     fields = {f.name for f in dataclasses.fields(PruningSettings)}
     assert PruningConfig is PruningSettings  # lth-train's `pruning` schema

@@ -5,8 +5,8 @@ import json
 import pytest
 from conftest import lth_train
 
-from lth_wandb.runfiles import find_runs, read_run
-from lth_wandb.ticket import Ticket
+from lth_wandb.pruning.ticket import Ticket
+from lth_wandb.tracking.runfiles import find_runs, read_run
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ import submitit
 import yaml
 from conftest import subprocess_env
 
-from lth_wandb import agent
-from lth_wandb.launchers import SLURM_DEFAULTS, SubmititLauncher, slurm_launcher
-from lth_wandb.leaderboard import SweepRecord
-from lth_wandb.runfiles import find_runs, read_run
-from lth_wandb.sweep import SweepRunner
+from lth_wandb.sweeps import agent
+from lth_wandb.sweeps.launchers import SLURM_DEFAULTS, SubmititLauncher, slurm_launcher
+from lth_wandb.sweeps.leaderboard import SweepRecord
+from lth_wandb.sweeps.runner import SweepRunner
+from lth_wandb.tracking.runfiles import find_runs, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"pruning.rounds": 1, "pruning.epochs_per_round": 1, "trainer.enable_progress_bar": False}
@@ -99,7 +99,7 @@ def test_slurm_launcher_asks_for_the_hydra_slurm_defaults_and_takes_overrides(tm
 
 
 def lth_sweep(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "lth_wandb.sweep", *args]
+    command = [sys.executable, "-m", "lth_wandb.sweeps.runner", *args]
     return subprocess.run(command, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=120)
 
 

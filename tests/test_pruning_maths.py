@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from lth_wandb import criteria
-from lth_wandb import masks as M
-from lth_wandb.pruning import prune, shuffle_positions
+from lth_wandb.pruning import masks as M
+from lth_wandb.pruning import criteria
+from lth_wandb.pruning.prune import prune, shuffle_positions
 
 
 def test_pack_unpack_roundtrip_odd_sizes():
@@ -117,7 +117,7 @@ def test_shuffle_positions_keeps_counts_and_nesting():
 
 
 def test_layer_rate_keys_are_globs_or_dotted_suffixes():
-    from lth_wandb.pruning import matches, rate_overrides
+    from lth_wandb.pruning.prune import matches, rate_overrides
 
     names = ["net.fc1.weight", "net.out.weight", "net.xout.weight"]
     assert [n for n in names if matches(n, "*out.weight")] == ["net.out.weight", "net.xout.weight"]

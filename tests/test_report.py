@@ -28,7 +28,7 @@ from lth_wandb.report.sources import collect_offline, one_per_run_id
 from lth_wandb.report.summary import best_ticket, summary_text
 from lth_wandb.report.table import density_rows
 from lth_wandb.report.wandb_report import app_url, build_report, describe, report_spec
-from lth_wandb.runfiles import find_runs, read_run
+from lth_wandb.tracking.runfiles import find_runs, read_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [

@@ -20,7 +20,7 @@ import pytest
 import torch
 from conftest import subprocess_env
 
-from lth_wandb.runfiles import find_runs, read_run
+from lth_wandb.tracking.runfiles import find_runs, read_run
 
 pytestmark = pytest.mark.slow
 FAULTS = Path(__file__).parent / "faults"

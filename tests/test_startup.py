@@ -8,14 +8,14 @@ import sys
 import torch
 
 from lth_wandb import LotteryTicket
-from lth_wandb.progress import RoundProgressBar
+from lth_wandb.app.progress import RoundProgressBar
 
 HEAVY = ("pytorch_lightning", "wandb", "matplotlib", "optuna", "sklearn", "scipy")
 
 
 def test_importing_lth_train_leaves_lightning_wandb_and_plotting_unimported():
     """`lth-train --cfg job`, `--help` and a misspelt override need only Hydra and the config schema."""
-    probe = f"import sys, lth_wandb.train; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    probe = f"import sys, lth_wandb.app.train; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -23,8 +23,8 @@ def test_importing_lth_train_leaves_lightning_wandb_and_plotting_unimported():
 
 def test_the_lazy_package_attributes_are_the_classes():
     import lth_wandb
-    from lth_wandb.callback import LotteryTicket as direct
-    from lth_wandb.ticket import Ticket
+    from lth_wandb.lottery.callback import LotteryTicket as direct
+    from lth_wandb.pruning.ticket import Ticket
 
     assert LotteryTicket is direct and lth_wandb.Ticket is Ticket and "Ticket" in dir(lth_wandb)
 

@@ -23,11 +23,13 @@ from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 from wandb.sdk.lib import config_util
 
-from lth_wandb import agent, sweep, train
-from lth_wandb.callback import LotteryTicket
-from lth_wandb.config import OBJECTIVES
-from lth_wandb.leaderboard import SweepRecord, rank, write_results
-from lth_wandb.runfiles import find_runs, read_run
+from lth_wandb.app import train
+from lth_wandb.app.config import OBJECTIVES
+from lth_wandb.lottery.callback import LotteryTicket
+from lth_wandb.sweeps import agent
+from lth_wandb.sweeps import runner as sweep
+from lth_wandb.sweeps.leaderboard import SweepRecord, rank, write_results
+from lth_wandb.tracking.runfiles import find_runs, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = ROOT / "tests" / "faults"
@@ -391,7 +393,7 @@ def test_lth_sweep_names_a_corrupt_sweep_json_and_the_way_out(tmp_path, capsys):
 # summary key each, so the table (a column per key) outgrows the limit while the record does not.
 KILLED_WRITER = """
 import resource, signal, sys
-from lth_wandb.leaderboard import SweepRecord, write_results
+from lth_wandb.sweeps.leaderboard import SweepRecord, write_results
 def run(i, **extra):
     return {"run_id": f"r{i}", "params": {"seed": i}, "state": "finished", "metric_value": i, **extra}
 config = {"method": "grid", "metric": {"name": "m"}, "parameters": {"seed": {"values": [0]}}}

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from lth_wandb import Ticket
-from lth_wandb.ticket import check_compatible
+from lth_wandb.pruning.ticket import check_compatible
 
 FILES = ["masks.safetensors", "rewind.safetensors", "ticket.json", "trained.safetensors"]
 

@@ -11,15 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lth_wandb import LotteryTicket
-from lth_wandb.runfiles import find_runs, read_run
-from lth_wandb.tracking import (
-    RoundLogger,
-    connectivity_image,
-    finish_run,
-    first_layer_connectivity,
-    make_logger,
-    resolve_mode,
-)
+from lth_wandb.tracking.rounds import RoundLogger, connectivity_image, first_layer_connectivity
+from lth_wandb.tracking.run import finish_run, make_logger, resolve_mode
+from lth_wandb.tracking.runfiles import find_runs, read_run
 
 
 @pytest.fixture(autouse=True)

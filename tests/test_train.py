@@ -11,7 +11,7 @@ from conftest import lth_train, lth_train_main
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from lth_wandb import train
+from lth_wandb.app import train
 from lth_wandb.data import ClassificationDataModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def tiny_train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_lth_train_end_to_end_offline_run_read_back(tmp_path):
-    from lth_wandb.runfiles import find_runs, read_run
+    from lth_wandb.tracking.runfiles import find_runs, read_run
 
     result = tiny_train(tmp_path, "seed=3")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -198,7 +198,7 @@ def test_failure_during_training_marks_the_run_failed(tmp_path):
     """A full disk at the first checkpoint (injected by tests/faults): one line, exit 1, the W&B run failed."""
     from conftest import subprocess_env
 
-    from lth_wandb.runfiles import find_runs, read_run
+    from lth_wandb.tracking.runfiles import find_runs, read_run
 
     env = subprocess_env(LTH_FAULT="enospc:*/checkpoints/*.tmp:1", PYTHONPATH=str(ROOT / "tests" / "faults"))
     command = [sys.executable, "-m", "lth_wandb.train", "pruning.rounds=1", "pruning.epochs_per_round=1"]
@@ -260,7 +260,7 @@ def test_ticket_file_errors_name_the_ticket_and_leave_no_run(monkeypatch, tmp_pa
 
 @pytest.mark.slow
 def test_multirun_makes_one_grouped_run_per_job(tmp_path):
-    from lth_wandb.runfiles import find_runs, read_run
+    from lth_wandb.tracking.runfiles import find_runs, read_run
 
     result = tiny_train(tmp_path, "-m", "pruning.rounds=1", "seed=0,1")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import lth_train_main, subprocess_env
 
-from lth_wandb.runfiles import find_runs, read_run
+from lth_wandb.tracking.runfiles import find_runs, read_run
 
 USERPKG = Path(__file__).parent / "userpkg"
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from lth_wandb.runfiles import OfflineRun
+from lth_wandb.tracking.runfiles import OfflineRun
 
 STEP = "trainer/global_step"  # the x axis WandbLogger gives every step metric
 CURVE_KEYS = ("val/loss", "val/acc")

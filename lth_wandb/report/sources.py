@@ -17,9 +17,9 @@ from os import PathLike
 from pathlib import Path
 
 from lth_wandb.report.data import RunRounds, Study, from_run_record
-from lth_wandb.runfiles import RUN_GLOBS, OfflineRun, find_runs, read_run, started
+from lth_wandb.tracking.runfiles import RUN_GLOBS, OfflineRun, find_runs, read_run, started
 
-RUN_RECORD = "run.json"  # what lth-train keeps in each output folder (lth_wandb/resume.py)
+RUN_RECORD = "run.json"  # what lth-train keeps in each output folder (lth_wandb/app/resume.py)
 
 
 def collect_offline(

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from lth_wandb.masks import Masks
-from lth_wandb.ticket import StateDict, dense_state, sparse_state
+from lth_wandb.pruning.masks import Masks
+from lth_wandb.pruning.ticket import StateDict, dense_state, sparse_state
 
 
 class RoundStates:

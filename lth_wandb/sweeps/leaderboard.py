@@ -15,9 +15,10 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from lth_wandb import agent, atomic
-
 # Run states in sweep.json. "interrupted": cut off when lth-sweep itself was stopped; the next start runs it again
+from lth_wandb import atomic
+from lth_wandb.sweeps import agent
+
 # under the same id (counted once it ends).
 ENDED = {"finished": "finished", "failed": "failed", "stopped": "killed"}  # -> the engine's RunState
 _MIN_GOALS = ("minimize", "minimise", "min")

@@ -1,7 +1,7 @@
 """The schema of ``lth-train``'s configuration, as dataclasses.
 
 Hydra merges every YAML under ``conf/`` into these, so a misspelt key or a value of the wrong type fails at
-start-up, naming the key. Only plain dataclasses here: Hydra itself lives in ``train.py``.
+start-up, naming the key. Only plain dataclasses here: Hydra itself lives in ``lth_wandb.app.train``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import difflib
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-from lth_wandb.settings import PruningSettings
+from lth_wandb.lottery.settings import PruningSettings
+from lth_wandb.tracking import WANDB_MODES  # noqa: F401  (lth-train checks wandb.mode against it)
 
 
 @dataclass
@@ -73,7 +74,6 @@ class LoggerConfig:
 
 
 # The W&B modes a user may ask for (wandb.mode); None decides from WANDB_MODE and credentials.
-WANDB_MODES = ("online", "offline", "disabled")
 
 
 @dataclass
@@ -113,7 +113,7 @@ class Config:
     # A ticket to train instead of the dense network: a directory written by Ticket.save.
     ticket: str | None = None
     # Continue a run: its checkpoints/last.ckpt, its output folder, or "last" (the newest run under ./outputs).
-    # The run keeps its own config and W&B run id; see lth_wandb/resume.py.
+    # The run keeps its own config and W&B run id; see lth_wandb/app/resume.py.
     resume: str | None = None
     # What the run returns to a Hydra sweeper that optimises (hydra/sweeper=optuna_tpe): one of OBJECTIVES, the
     # W&B summary names. None returns the whole ticket summary, which plain -m multiruns need no more than.

@@ -35,10 +35,10 @@ from typing import Any
 
 import yaml
 
-from lth_wandb import agent
-from lth_wandb.launchers import LAUNCHERS, LocalLauncher, slurm_launcher
-from lth_wandb.leaderboard import SweepRecord, print_leaderboard, rank, write_results
-from lth_wandb.runfiles import find_runs, read_history, read_run
+from lth_wandb.sweeps import agent
+from lth_wandb.sweeps.launchers import LAUNCHERS, LocalLauncher, slurm_launcher
+from lth_wandb.sweeps.leaderboard import SweepRecord, print_leaderboard, rank, write_results
+from lth_wandb.tracking.runfiles import find_runs, read_history, read_run
 
 POLL_SECONDS = 0.5  # how often finished processes are collected
 MAX_CONSECUTIVE_FAILURES = 3  # a broken command fails every run: stop instead of burning the whole count
@@ -71,7 +71,7 @@ class SweepRunner:
         kill_delay: seconds between SIGTERM and SIGKILL for a stopped run.
         check_every: seconds between early-termination checks. Each reads every running run's file (one call of
             the SDK's reader, ~0.7 s of CPU), and runs write their files this often instead of W&B's 15 s.
-        launcher: where runs execute (``lth_wandb.launchers``): child processes here (default), or SLURM jobs
+        launcher: where runs execute (``lth_wandb.sweeps.launchers``): child processes here (default), or SLURM jobs
             through submitit; the controller stays here either way.
     """
 

@@ -9,7 +9,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from lth_wandb.ticket import Ticket
+from lth_wandb.pruning.ticket import Ticket
 
 REWIND_MODES = ("init", "lr", "none")
 CONTROLS = (None, "reinit", "random_mask")

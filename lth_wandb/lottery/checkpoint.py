@@ -43,7 +43,8 @@ class LastCheckpoint(Checkpoint):
     """Saves ``<dirpath>/last.ckpt`` at the end of every training epoch and, optionally, every N optimizer steps.
 
     A ``Checkpoint`` subclass, so Lightning runs it after every other callback's epoch-end hook: the file holds the
-    round a :class:`~lth_wandb.callback.LotteryTicket` has just finished and the rows its loggers have just written.
+    round a :class:`~lth_wandb.lottery.callback.LotteryTicket` has just finished and the rows its loggers have just
+    written.
 
     Args:
         dirpath: folder of ``last.ckpt``.

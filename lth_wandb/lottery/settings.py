@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Union
 
-from lth_wandb import criteria
-from lth_wandb.arguments import (
+from lth_wandb.lottery.arguments import (
     check_control,
     check_int,
     check_layer_rates,
@@ -24,7 +23,8 @@ from lth_wandb.arguments import (
     check_tolerance,
     rounds_for,
 )
-from lth_wandb.pruning import check_rate, check_scope, rate_overrides
+from lth_wandb.pruning import criteria
+from lth_wandb.pruning.prune import check_rate, check_scope, rate_overrides
 
 
 @dataclass
@@ -32,23 +32,38 @@ class PruningSettings:
     """How a run prunes. :meth:`validated` checks every field and returns the normalised copy to use.
 
     Attributes:
-        rounds: pruning rounds after the dense round 0; None: 5, or what ``target_density`` needs.
-        epochs_per_round: training epochs per round (later rounds are shorter under late rewinding).
-        prune_rate: fraction of the remaining prunable weights removed per round, in (0, 1).
-        scope: ``"layerwise"`` or ``"global"``.
-        layer_rates: glob (or dotted name suffix) -> rate overrides, e.g. ``{"*out.weight": 0.1}``.
-        parameters: globs of the tensors to prune; None: the weight of every Linear and Conv.
+        rounds: pruning rounds after the dense round 0. Density after round r is (1 - prune_rate)^r. Default: 5,
+            or as many as ``target_density`` needs.
+        epochs_per_round: training epochs in every round (later rounds are shorter under late rewinding). With
+            ``rewind="none"`` and 1, this prunes after every epoch without rewinding.
+        prune_rate: fraction of the *remaining* prunable weights removed per round, in (0, 1).
+        scope: ``"layerwise"`` (every tensor loses ``prune_rate`` of its weights, the paper's LeNet setting)
+            or ``"global"`` (one ranking across tensors).
+        layer_rates: glob -> rate overrides, e.g. ``{"*fc3.weight": 0.1}`` (the paper prunes the output layer
+            at half rate). Matching tensors are pruned on their own, at their own rate, in either scope.
+        parameters: globs over ``named_parameters()`` names to prune. Default: the ``weight`` of every Linear
+            and Conv1/2/3d. Biases and norms are never pruned by default.
         criterion: ``"magnitude"``, ``"magnitude_increase"``, ``"movement"`` or ``"random"``.
-        rewind: ``"init"``, ``"lr"``, ``"none"`` or a step k (late rewinding).
-        control: None, ``"reinit"`` or ``"random_mask"``.
-        monitor: the metric whose best value per round picks the early-stop iteration and the winning round.
-        mode: ``"min"`` or ``"max"`` for ``monitor``.
-        tolerance: a round wins within this much of round 0's best value.
-        seed: seeds the random criterion and controls; None: ``torch.initial_seed()`` (lth-train: its ``seed``).
-        masks_from: a finished run's folder whose masks to train instead of pruning (the paper's controls).
-        target_density: instead of ``rounds``, the density to prune down to.
-        steps_per_round: the round length in optimizer steps instead of ``epochs_per_round`` (the paper counts
-            iterations: 50K for LeNet); rounds then start and end between any two steps.
+        rewind: ``"init"`` (θ0), an int k (late rewinding to the state after k optimizer steps of round 0),
+            ``"lr"`` (keep weights, replay the LR schedule from the start) or ``"none"`` (fine-tune: keep
+            weights and optimizer state).
+        control: ``None``; ``"reinit"`` (same masks, survivors redrawn from θ0's distribution: each pruned tensor's
+            θ0 values shuffled, so any initialiser is honoured; biases and other tensors stay at θ0); or
+            ``"random_mask"`` (random positions at the per-tensor densities the criterion would give).
+        monitor: metric whose best value per round is recorded, with the global step where it occurred (the
+            paper's early-stopping iteration); it also picks the winning round.
+        mode: ``"min"`` or ``"max"``: which direction of ``monitor`` is better.
+        tolerance: a round wins if its best monitored value is within ``tolerance`` of round 0's.
+        seed: seeds the random criterion and controls. Default: ``torch.initial_seed()`` at construction, so
+            ``pl.seed_everything`` makes them reproducible (lth-train: its ``seed``).
+        masks_from: the masks of rounds 1..rounds, to train instead of pruning: a finished run's ``tickets``
+            folder (``round-<r>/ticket``) or its output folder. With ``control`` this is the paper's control
+            experiment: IMP's own masks with fresh values (``"reinit"``), or random masks at IMP's per-layer
+            densities (``"random_mask"``), each round rewound like IMP.
+        target_density: instead of ``rounds``: prune until (1 - prune_rate)^rounds <= target_density, e.g. 0.036
+            with prune_rate 0.2 is 15 rounds (the paper's 3.6%).
+        steps_per_round: the round length in optimizer steps, instead of ``epochs_per_round`` (the paper counts
+            iterations: 50K for LeNet). Rounds then begin and end between steps; use step-interval LR schedulers.
     """
 
     rounds: int | None = None

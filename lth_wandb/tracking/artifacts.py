@@ -23,9 +23,10 @@ from typing import Any
 import pytorch_lightning as pl
 import wandb
 
-from lth_wandb.callback import LotteryTicket
-from lth_wandb.ticket import Ticket
-from lth_wandb.tracking import TICKET_TYPE, RoundCallback
+from lth_wandb.lottery.callback import LotteryTicket
+from lth_wandb.pruning.ticket import Ticket
+from lth_wandb.tracking import TICKET_TYPE
+from lth_wandb.tracking.rounds import RoundCallback
 
 MODEL_TYPE, CHECKPOINT_TYPE = "model", "checkpoint"
 RETENTION = ("all", "winning_latest")

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from lth_wandb.resume import ResumeError, RunRecord, override_key, quote, saved_overrides
+from lth_wandb.app.resume import ResumeError, RunRecord, override_key, quote, saved_overrides
 
 CONTROLS = ("reinit", "random_mask")
 

@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from lth_wandb import atomic
-from lth_wandb import masks as M
+from lth_wandb.pruning import masks as M
 
 FORMAT_VERSION = 1
 MANIFEST = "ticket.json"

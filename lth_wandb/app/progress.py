@@ -14,8 +14,8 @@ from pytorch_lightning.callbacks import RichProgressBar
 from rich.console import Console
 from rich.table import Table
 
-from lth_wandb.callback import LotteryTicket
-from lth_wandb.quiet import quiet_noise  # noqa: F401  (its old home)
+from lth_wandb.app.quiet import quiet_noise  # noqa: F401  (its old home)
+from lth_wandb.lottery.callback import LotteryTicket
 
 # Lightning 2.6 made RichProgressBar's refresh_rate redraws per second (default 100, drawn by a thread). Before, it
 # was batches between updates, and the bar advanced by it at each update, so skipping batches would miscount.

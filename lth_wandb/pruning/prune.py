@@ -12,7 +12,7 @@ from fnmatch import fnmatchcase
 
 import torch
 
-from lth_wandb.masks import Masks
+from lth_wandb.pruning.masks import Masks
 
 SCOPES = ("global", "layerwise")
 

@@ -1,0 +1,1 @@
+"""Sweeps: the W&B sweep engine's step, the offline lth-sweep runner, its leaderboard and launchers."""
