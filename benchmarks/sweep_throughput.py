@@ -44,7 +44,7 @@ def seconds_per_run(workers: int, root: Path) -> float:
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", WANDB_MODE="offline", WANDB_SILENT="true")
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "lth_wandb.sweeps.runner", str(sweep_file), "--workers", str(workers),
+        [sys.executable, "-m", "lth_wandb.sweeps.cli", str(sweep_file), "--workers", str(workers),
          "--dir", str(directory)],  # fmt: skip
         check=True,
         env=env,

@@ -9,6 +9,7 @@ import torch
 from conftest import TinyNet, loaders, trainer
 
 from lth_wandb import LotteryTicket, Ticket
+from lth_wandb.lottery.history import winning_round
 
 
 class Probe(pl.Callback):
@@ -255,18 +256,15 @@ def test_random_mask_control_matches_criterion_layer_densities():
 
 
 def test_winning_round_is_sparsest_at_least_as_good_as_dense():
-    cb = LotteryTicket(rounds=2, epochs_per_round=1, tolerance=0.0)
-    cb.history = [
-        {"round": 0, "best_value": 0.50},
-        {"round": 1, "best_value": 0.45},
-        {"round": 2, "best_value": 0.60},
+    history = [
+        {"round": 0, "best_value": 0.50, "density": 1.0},
+        {"round": 1, "best_value": 0.45, "density": 0.7},
+        {"round": 2, "best_value": 0.60, "density": 0.4},
     ]
-    cb._states.masks = {r: {"w": torch.arange(10) < 10 - 3 * r} for r in range(3)}
-    assert cb.winning_round == 1
-    cb.tolerance = 0.2
-    assert cb.winning_round == 2
-    cb.mode, cb.tolerance = "max", 0.0
-    assert cb.winning_round == 2
+    assert winning_round(history, "min", tolerance=0.0) == 1
+    assert winning_round(history, "min", tolerance=0.2) == 2
+    assert winning_round(history, "max", tolerance=0.0) == 2
+    assert winning_round([{"round": 0, "best_value": None, "density": 1.0}], "min", 0.0) is None
 
 
 def test_ticket_save_load_and_train_it(tmp_path):

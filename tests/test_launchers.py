@@ -99,7 +99,7 @@ def test_slurm_launcher_asks_for_the_hydra_slurm_defaults_and_takes_overrides(tm
 
 
 def lth_sweep(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "lth_wandb.sweeps.runner", *args]
+    command = [sys.executable, "-m", "lth_wandb.sweeps.cli", *args]
     return subprocess.run(command, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=120)
 
 

@@ -100,6 +100,6 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
 
 
 def test_modules_stay_small():
-    """One idea per module: past 350 lines, a module is doing two things (split it, or move prose to docs/)."""
+    """One idea per module: past 400 lines, a module is doing two things (split it, or move prose to docs/)."""
     lines = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
-    assert {name: n for name, n in lines.items() if n > 350} == {}
+    assert {name: n for name, n in lines.items() if n > 400} == {}

@@ -217,7 +217,7 @@ def test_wandb_sync_of_an_lth_sweep_run_needs_no_sweep_id(flag, wandb_server, tm
     config = yaml.safe_load((ROOT / "sweeps" / "controls_grid.yaml").read_text())
     config["parameters"].update({k: {"value": v} for k, v in TINY_SWEEP.items()})
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(config))
-    swept = offline(tmp_path, sys.executable, "-m", "lth_wandb.sweeps.runner", "sweep.yaml", "--count", "1",
+    swept = offline(tmp_path, sys.executable, "-m", "lth_wandb.sweeps.cli", "sweep.yaml", "--count", "1",
                     "--dir", "s", *([flag] if flag else []))  # fmt: skip
     assert swept.returncode == 0, swept.stdout[-3000:]
     (folder,) = tmp_path.glob("s/runs/*/wandb/offline-run-*")

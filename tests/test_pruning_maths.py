@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from lth_wandb.pruning import masks as M
 from lth_wandb.pruning import criteria
+from lth_wandb.pruning import masks as M
 from lth_wandb.pruning.prune import prune, shuffle_positions
 
 

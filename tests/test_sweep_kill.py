@@ -80,7 +80,7 @@ def both_runs_started(out: Path, sweep_pid: int) -> dict[int, str] | None:
 def test_sigkilled_sweep_leaves_no_process_and_restart_counts_each_run_once(tmp_path):
     sweep_file, out = tmp_path / "grid.yaml", tmp_path / "out"
     sweep_file.write_text(yaml.safe_dump(GRID, sort_keys=False))
-    command = [sys.executable, "-m", "lth_wandb.sweeps.runner", str(sweep_file), "--workers", "2", "--dir", str(out)]
+    command = [sys.executable, "-m", "lth_wandb.sweeps.cli", str(sweep_file), "--workers", "2", "--dir", str(out)]
     with open(tmp_path / "first.log", "wb") as log:
         sweep = subprocess.Popen(command, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
     try:

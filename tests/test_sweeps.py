@@ -27,7 +27,7 @@ from lth_wandb.app import train
 from lth_wandb.app.config import OBJECTIVES
 from lth_wandb.lottery.callback import LotteryTicket
 from lth_wandb.sweeps import agent
-from lth_wandb.sweeps import runner as sweep
+from lth_wandb.sweeps import cli as sweep
 from lth_wandb.sweeps.leaderboard import SweepRecord, rank, write_results
 from lth_wandb.tracking.runfiles import find_runs, read_run
 

@@ -159,23 +159,8 @@ class LotteryTicket(pl.Callback):
         if not rounds:
             raise ValueError("no ticket yet: call trainer.fit(...) with this callback first")
         round = rounds[-1] if round is None else round
-        if round not in self._states.masks:
-            raise ValueError(f"round={round!r} has no ticket; available rounds: {rounds}")
         entry = next((h for h in self.history if h["round"] == round), {"round": round})
-        metadata = {
-            **entry,
-            "density": self._round_density(round),
-            "layer_density": M.layer_densities(self._states.masks[round]),
-            "model_class": self._module_class,
-            "settings": self._settings(),
-        }
-        trained = self._states.trained_weights(round)
-        return Ticket(
-            masks=M.copy_masks(self._states.masks[round]),
-            rewind_weights=self._states.start_weights(round),
-            trained_weights=trained,
-            metadata=metadata,
-        )
+        return self._states.ticket(round, {**entry, "model_class": self._module_class, "settings": self._settings()})
 
     def check_model(self, module: nn.Module) -> list[str]:
         """Check that these settings can prune ``module`` and return the names of the tensors they prune.
@@ -351,16 +336,9 @@ class LotteryTicket(pl.Callback):
 
     def _scores(self, pl_module: pl.LightningModule, new_round: int) -> dict[str, torch.Tensor]:
         """The criterion's score of every masked tensor at the end of the round just finished."""
-        params = dict(pl_module.named_parameters())
         reference = self._states.start_weights(self.round) if self.criterion in criteria.NEEDS_REFERENCE else {}
-        score = criteria.get(self.criterion)
-        generator = self._generator(new_round, "criterion")
-        return {
-            name: score(params[name].detach(), _to(reference.get(name), params[name]), generator).to(
-                params[name].device
-            )
-            for name in self.masks
-        }
+        params, generator = dict(pl_module.named_parameters()), self._generator(new_round, "criterion")
+        return criteria.score_all(self.criterion, params, self.masks, reference, generator)
 
     def _finish_round_once(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._record.has(self.round):
@@ -413,7 +391,3 @@ class LotteryTicket(pl.Callback):
 
     def _settings(self) -> dict[str, Any]:
         return self.settings.as_dict()
-
-
-def _to(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    return None if t is None else t.to(like.device, like.dtype)

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from lth_wandb.pruning.masks import Masks
-from lth_wandb.pruning.ticket import StateDict, dense_state, sparse_state
+from lth_wandb.pruning import masks as M
+from lth_wandb.pruning.masks import Masks, StateDict, dense_state, sparse_state
+from lth_wandb.pruning.ticket import Ticket
 
 
 class RoundStates:
@@ -78,6 +79,15 @@ class RoundStates:
         if round not in self.trained:
             return None
         return dense_state(self.trained[round], self.masks[round])
+
+    def ticket(self, round: int, metadata: dict[str, Any]) -> Ticket:
+        """Round ``round``'s ticket: its masks, the weights it starts from and those it trained to (None while it
+        trains), with ``metadata`` and the round's densities."""
+        if round not in self.masks:
+            raise ValueError(f"round={round!r} has no ticket; available rounds: {sorted(self.masks)}")
+        masks = self.masks[round]
+        metadata = {**metadata, "density": M.density(masks), "layer_density": M.layer_densities(masks)}
+        return Ticket(M.copy_masks(masks), self.start_weights(round), self.trained_weights(round), metadata)
 
     def restore_optimizers(self, optimizers: Iterable, schedulers: Iterable) -> None:
         """Put optimizer and LR-scheduler state back to the rewind point (nothing for ``rewind="none"``)."""

@@ -6,7 +6,7 @@ the round (``final``) and at the point the round was rewound to or started from 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
@@ -42,6 +42,23 @@ CRITERIA: dict[str, Criterion] = {
 
 # Criteria that compare against the reference weights, so the caller must keep a copy of them.
 NEEDS_REFERENCE = frozenset({"magnitude_increase", "movement"})
+
+
+def score_all(
+    name: str,
+    current: Mapping[str, torch.Tensor],
+    names: Iterable[str],
+    reference: Mapping[str, torch.Tensor],
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Criterion ``name``'s score of each tensor in ``names``: its ``current`` values, against ``reference`` (moved
+    to the tensor's device and dtype) for the criteria that need one. Scores live where the tensors do."""
+    score, scores = get(name), {}
+    for n in names:
+        value = current[n].detach()
+        ref = reference.get(n)
+        scores[n] = score(value, None if ref is None else ref.to(value.device, value.dtype), generator).to(value.device)
+    return scores
 
 
 def get(name: str) -> Criterion:

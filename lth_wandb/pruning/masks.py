@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 Masks = dict[str, torch.Tensor]
+StateDict = dict[str, torch.Tensor]
 
 
 def full_masks(params: Mapping[str, torch.Tensor]) -> Masks:
@@ -78,3 +79,28 @@ def unpack_bits(packed: torch.Tensor, shape: Iterable[int]) -> torch.Tensor:
         )
     bits = np.unpackbits(packed.cpu().numpy(), count=count)
     return torch.from_numpy(bits.astype(bool)).reshape(shape)
+
+
+def sparse_state(state: StateDict, masks: Masks) -> StateDict:
+    """Masked tensors as the 1-D vector of their surviving values; the rest as they are."""
+    return {name: (t.detach().cpu()[masks[name]] if name in masks else t) for name, t in state.items()}
+
+
+def dense_state(stored: StateDict, masks: Masks) -> StateDict:
+    """Inverse of :func:`sparse_state`: scatter surviving values back, zeros elsewhere."""
+    state = {}
+    for name, t in stored.items():
+        if name not in masks:
+            state[name] = t
+            continue
+        mask = masks[name]
+        kept = int(mask.sum())
+        if tuple(t.shape) != (kept,):
+            raise ValueError(
+                f"{name!r} stores {t.numel()} values in shape {tuple(t.shape)} but its mask keeps {kept}; "
+                f"expected shape ({kept},): the ticket's files do not belong together. Hint: re-save the ticket."
+            )
+        dense = torch.zeros(mask.shape, dtype=t.dtype)
+        dense[mask] = t
+        state[name] = dense
+    return state

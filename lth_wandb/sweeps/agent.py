@@ -3,7 +3,7 @@ with W&B's own engine, write the parameter file, build the command line and the 
 
 Everything that decides what the run sees comes from W&B's code (the ``sweeps`` engine and the SDK's
 ``create_sweep_command`` / ``create_sweep_command_args`` / ``save_config_file_from_dict``), so a run started here
-is the run ``wandb agent`` would start. ``lth-sweep`` (``sweep.py``) schedules these runs; the tests use them to
+is the run ``wandb agent`` would start. ``lth-sweep`` (``runner.py``) schedules these runs; the tests use them to
 check every sweep file the way the agent runs it.
 """
 

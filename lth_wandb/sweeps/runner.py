@@ -1,7 +1,4 @@
-"""``lth-sweep``: run a W&B sweep file on this machine, offline, with W&B's own sweep engine.
-
-    lth-sweep sweeps/prune_rate_grid.yaml --workers 2
-    lth-sweep sweeps/lr_bayes_hyperband.yaml --count 20 --dir runs/lr   # run it again to resume
+"""The ``lth-sweep`` runner: a W&B sweep run on this machine, offline, with W&B's own sweep engine.
 
 ``wandb agent`` needs a W&B server to hand out parameters. Here the open-source engine (``sweeps``) does it:
 ``next_run`` proposes parameters (grid, random, or bayes fitted to every finished run's metric) and, for
@@ -22,22 +19,17 @@ the run directory holds exactly one run file for the id, and ``lth-report`` coun
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lth_wandb.sweeps import agent
-from lth_wandb.sweeps.launchers import LAUNCHERS, LocalLauncher, slurm_launcher
-from lth_wandb.sweeps.leaderboard import SweepRecord, print_leaderboard, rank, write_results
+from lth_wandb.sweeps.launchers import LocalLauncher
+from lth_wandb.sweeps.leaderboard import SweepRecord
 from lth_wandb.tracking.runfiles import find_runs, read_history, read_run
 
 POLL_SECONDS = 0.5  # how often finished processes are collected
@@ -156,7 +148,7 @@ class SweepRunner:
         record["directory"] = str(directory.relative_to(self.record.directory))
         self.record.add(record)
         self._launch(record, directory)
-        _say(f"run {run_id} started: " + " ".join(f"{k}={v}" for k, v in params.items()))
+        say(f"run {run_id} started: " + " ".join(f"{k}={v}" for k, v in params.items()))
 
     def _restart(self, record: dict[str, Any]) -> None:
         """Run a cut-off run again from the start: same id, directory and parameters, so it stays one run."""
@@ -168,7 +160,7 @@ class SweepRunner:
         record["state"], record["attempt"] = "running", attempt + 1
         self.record.save()
         self._launch(record, directory)
-        _say(f"run {record['run_id']} started again (attempt {attempt + 1}; the cut-off one is in attempt-{attempt}/)")
+        say(f"run {record['run_id']} started again (attempt {attempt + 1}; the cut-off one is in attempt-{attempt}/)")
 
     def _launch(self, record: dict[str, Any], directory: Path) -> None:
         run_id, params, sweep_id = record["run_id"], record["params"], self.record.sweep_id
@@ -221,11 +213,11 @@ class SweepRunner:
         value = record.get("metric_value")
         shown = f" {self.metric}={value:.4g}" if isinstance(value, (int, float)) else ""
         after = " (it completed before the stop reached it)" if late else ""
-        _say(f"run {record['run_id']} {record['state']}{shown} in {record['seconds']:.0f} s{after}")
+        say(f"run {record['run_id']} {record['state']}{shown} in {record['seconds']:.0f} s{after}")
         if record["state"] == "failed":
-            _say(f"  exit code {code}; its output: {active.directory / 'output.log'}{_last_line(active.directory)}")
+            say(f"  exit code {code}; its output: {active.directory / 'output.log'}{_last_line(active.directory)}")
             if self.failures >= MAX_CONSECUTIVE_FAILURES:
-                _say(f"{self.failures} runs in a row failed: no new runs are started. Fix the command and rerun.")
+                say(f"{self.failures} runs in a row failed: no new runs are started. Fix the command and rerun.")
 
     def _read_back(self, record: dict[str, Any], directory: Path) -> int | None:
         """Copy the run's metric history and scalar summary from its W&B run file; returns the exit code W&B
@@ -256,7 +248,7 @@ class SweepRunner:
             if active is not None and active.stop_reason is None:
                 active.stop_reason = reason or "early_terminate"
                 active.signalled_at = time.monotonic()
-                _say(f"run {run_id}: {self.record.config['early_terminate']['type']} stops it ({reason})")
+                say(f"run {run_id}: {self.record.config['early_terminate']['type']} stops it ({reason})")
                 active.process.stop()
 
     def _escalate(self) -> None:
@@ -265,7 +257,7 @@ class SweepRunner:
                 active.process.kill()
 
     def _interrupt(self) -> None:
-        _say("interrupted: stopping the running runs (they run again on the next start)")
+        say("interrupted: stopping the running runs (they run again on the next start)")
         for active in self.active.values():
             active.process.stop()
         deadline = time.monotonic() + self.kill_delay
@@ -278,24 +270,6 @@ class SweepRunner:
             active.record["state"], active.record["exit_code"] = "interrupted", code
         self.active.clear()
         self.record.save()
-
-
-def with_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """The sweep with ``key=value`` overrides as fixed parameters, which every run gets as ``key=value`` and which
-    sweep.json keeps (a restart with other overrides is another sweep)."""
-    parameters = dict(config.get("parameters", {}))
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{override!r} is not KEY=VALUE. Hint: lth-sweep {{file}} pruning.epochs_per_round=1")
-        varied = parameters.get(key, {})
-        if "values" in varied or "distribution" in varied or "min" in varied:
-            raise ValueError(
-                f"{key} is a parameter the sweep varies; fixing it with {override} would change the sweep itself. "
-                "Hint: edit a copy of the sweep file"
-            )
-        parameters[key] = {"value": value}
-    return {**config, "parameters": parameters} if overrides else config
 
 
 def check_budget(config: dict[str, Any], count: int | None, workers: int = 1) -> None:
@@ -348,14 +322,6 @@ def _set_aside(directory: Path) -> int:
     return attempt
 
 
-def _option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` of --slurm, the value read as YAML (``60`` is a number, ``gpu`` a string)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--slurm {text!r} is not KEY=VALUE, e.g. --slurm slurm_partition=gpu")
-    return key, yaml.safe_load(value)
-
-
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -368,81 +334,5 @@ def _last_line(directory: Path) -> str:
     return f"\n  {lines[-1][-300:]}" if lines else ""
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(f"lth-sweep: {message}", flush=True)
-
-
-def default_dir(sweep_file: str | PathLike) -> Path:
-    """``lth-sweeps/<sweep file name>``: one directory per sweep file, so rerunning a file resumes it."""
-    return Path("lth-sweeps") / Path(sweep_file).stem
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point of ``lth-sweep``."""
-    parser = argparse.ArgumentParser(
-        prog="lth-sweep",
-        description="Run a W&B sweep file offline on this machine with W&B's sweep engine; rerun to resume.",
-    )
-    parser.add_argument("sweep_file", help="a W&B sweep YAML, e.g. sweeps/prune_rate_grid.yaml")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="lth-train overrides for every run, e.g. pruning.epochs_per_round=1 (kept in sweep.json); a key the "
-        "sweep varies cannot be fixed here",
-    )
-    parser.add_argument("--count", type=int, help="most runs in the sweep (default: the whole grid)")
-    parser.add_argument("--workers", type=int, default=1, help="runs at the same time (default 1)")
-    parser.add_argument("--dir", type=Path, help="sweep directory (default lth-sweeps/<file name>)")
-    parser.add_argument(
-        "--sweep-id",
-        action="store_true",
-        help="set WANDB_SWEEP_ID to the local sweep id, as `wandb agent` does; a W&B server refuses such runs on "
-        "`wandb sync` (it never saw the sweep), so by default it is left unset",
-    )
-    parser.add_argument("--no-sweep-id", action="store_true", help=argparse.SUPPRESS)  # the default since 0.1
-    parser.add_argument(
-        "--launcher",
-        choices=LAUNCHERS,
-        default="local",
-        help="where runs execute: child processes here (local, default) or SLURM jobs through submitit (slurm); "
-        "lth-sweep itself stays here",
-    )
-    parser.add_argument(
-        "--slurm",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a submitit SLURM parameter for --launcher slurm, e.g. slurm_partition=gpu, timeout_min=60 "
-        "(defaults: 1 GPU, 4 CPUs, 16 GB, 240 min); repeat for more",
-    )
-    parser.add_argument("--kill-delay", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL (30)")
-    parser.add_argument("--check-every", type=float, default=5.0, help="seconds between early-termination checks (5)")
-    args = parser.parse_args(argv)
-    for name, low in (("count", 1), ("workers", 1), ("kill_delay", 0), ("check_every", 0.5)):
-        value = getattr(args, name)
-        if value is not None and value < low:
-            parser.error(f"--{name.replace('_', '-')}={value} must be >= {low}")
-    directory = args.dir or default_dir(args.sweep_file)
-    if args.slurm and args.launcher != "slurm":
-        parser.error("--slurm needs --launcher slurm")
-    try:
-        options = dict(_option(text) for text in args.slurm)
-        config = with_overrides(agent.load_sweep(args.sweep_file), args.overrides)
-        check_budget(config, args.count, args.workers)
-        with SweepRecord.open(directory, config, args.sweep_file) as record:
-            launcher = slurm_launcher(directory / "slurm", options) if args.launcher == "slurm" else None
-            runner = SweepRunner(
-                record, args.count, args.workers, args.sweep_id, args.kill_delay, args.check_every, launcher
-            )
-            _say(f"sweep {record.sweep_id} in {directory} ({len(record.counted())} runs already ended)")
-            code = runner.run()
-            write_results(record)
-            print_leaderboard(record, rank(record))
-    except (ValueError, FileNotFoundError) as error:
-        parser.exit(2, f"lth-sweep: error: {error}\n")
-    sys.exit(code)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,311 @@
+"""What a run is made of, built from lth-train's config: data, model, LotteryTicket, Trainer, and the W&B logger
+with its callbacks. Each builder checks its own section first, so a bad value fails before training starts.
+
+PyTorch Lightning and everything built on it are imported inside the builders: importing them takes seconds,
+which ``lth-train --cfg job``, ``--help`` and a misspelt override should not wait for.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from lth_wandb.app import resume
+from lth_wandb.app.config import WANDB_MODES, DataConfig
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+    from lth_wandb.lottery.callback import LotteryTicket
+    from lth_wandb.models import Classifier
+
+
+class ConfigError(ValueError):
+    """A user mistake found while building the run, prefixed with the config section it came from."""
+
+
+def in_section(section: str, build, *args):
+    """Run one build step; a bad value's error says which part of the config it came from."""
+    try:
+        return build(*args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        # A new error rather than type(error)(...): not every error type takes a single message (JSONDecodeError).
+        raise ConfigError(f"{section}: {error}") from error
+
+
+def _multirun_group() -> str | None:
+    """Jobs of one `-m` sweep share a W&B group named after the sweep directory."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return "multirun-" + "-".join(Path(HydraConfig.get().sweep.dir).parts[-2:])
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """A built-in dataset by ``data.name``, or your own LightningDataModule by ``data._target_``; set up now, so
+    missing data fails before W&B starts rather than minutes in."""
+    from lth_wandb.data import ClassificationDataModule, YourData
+
+    if cfg.data.get("_target_"):
+        dm = YourData(build_your_datamodule(cfg))
+        dm.setup("fit")
+        return dm
+    data = cfg.data
+    val_size = data.val_size
+    if val_size is not None and val_size >= 1:
+        if val_size != int(val_size):
+            raise ValueError(f"data.val_size={val_size} must be a whole count when >= 1, or a fraction < 1")
+        val_size = int(val_size)
+    dm = ClassificationDataModule(
+        data.name,
+        root=data.root,
+        batch_size=data.batch_size,
+        val_size=val_size,
+        num_workers=data.num_workers,
+        seed=cfg.seed,
+        download=data.download,
+        normalize=data.normalize,
+        eval_batch_size=data.eval_batch_size,
+        **OmegaConf.to_container(data.options, resolve=True),
+    )
+    dm.setup("fit")
+    return dm
+
+
+def build_your_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """``data._target_`` with its own arguments (``+data.<arg>=<value>``); ``batch_size``, ``num_workers`` and
+    ``seed`` are passed on too when its constructor takes them."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    target = data.pop("_target_")
+    builtin = {f.name for f in fields(DataConfig)}
+    kwargs = {k: v for k, v in data.items() if k not in builtin}
+    accepted = inspect.signature(hydra.utils.get_class(target)).parameters
+    shared = {"batch_size": data["batch_size"], "num_workers": data["num_workers"], "seed": cfg.seed}
+    kwargs.update({k: v for k, v in shared.items() if k in accepted and k not in kwargs})
+    return hydra.utils.instantiate({"_target_": target, **kwargs})
+
+
+def build_model(cfg: DictConfig, dm: pl.LightningDataModule) -> pl.LightningModule:
+    """The network of ``cfg.model`` as a LightningModule: a plain ``nn.Module`` is wrapped in ``Classifier``."""
+    import pytorch_lightning as pl
+
+    net = in_section("model", build_net, cfg, dm)
+    if isinstance(net, pl.LightningModule):
+        return net  # a user's own module brings its own optimizer
+    return in_section("optimizer", build_classifier, cfg, net)
+
+
+def build_net(cfg: DictConfig, dm: pl.LightningDataModule):
+    """Instantiate ``cfg.model``; sizes the dataset decides are filled in when the constructor takes them."""
+    if "_target_" not in cfg.model:
+        raise ValueError("model has no _target_; pick a preset (model=lenet_300_100) or give model._target_")
+    cls = hydra.utils.get_class(cfg.model._target_)
+    known = {
+        "in_features": lambda: dm.in_features,
+        "in_channels": lambda: dm.input_shape[0],
+        "image_size": lambda: dm.input_shape[1] if len(dm.input_shape) > 1 else None,
+        "num_classes": lambda: dm.num_classes,
+    }
+    accepted = inspect.signature(cls).parameters
+    # Asked only for what the constructor takes: your DataModule need not know sizes your model does not use.
+    extra = {k: size() for k, size in known.items() if k in accepted and k not in cfg.model}
+    return hydra.utils.instantiate(cfg.model, **{k: v for k, v in extra.items() if v is not None})
+
+
+def build_classifier(cfg: DictConfig, net) -> Classifier:
+    from lth_wandb.models import Classifier
+
+    p, opt, sched = cfg.pruning, cfg.optimizer, cfg.scheduler
+    # With rewinding, the schedule replays every round, so a cosine spans one round.
+    rounds_in_schedule = 1 if str(p.rewind) != "none" else p.rounds + 1
+    return Classifier(
+        net,
+        lr=opt.lr,
+        optimizer=opt.name,
+        momentum=opt.momentum,
+        nesterov=opt.nesterov,
+        weight_decay=opt.weight_decay,
+        scheduler=sched.name,
+        step_size=sched.step_size,
+        gamma=sched.gamma,
+        cosine_epochs=p.epochs_per_round * rounds_in_schedule,
+    )
+
+
+def build_lottery(cfg: DictConfig, ticket=None) -> LotteryTicket:
+    """The callback of ``cfg.pruning``, which holds its settings field for field; the run's ``seed`` seeds it
+    unless ``pruning.seed`` is set."""
+    from lth_wandb.lottery.callback import LotteryTicket
+
+    settings = OmegaConf.to_container(cfg.pruning, resolve=True)
+    settings["seed"] = cfg.seed if settings["seed"] is None else settings["seed"]
+    return LotteryTicket(**settings, ticket=ticket)
+
+
+def steps_per_epoch_of(cfg: DictConfig, dm: pl.LightningDataModule) -> int:
+    """Optimizer steps per epoch: the training loader's batches, less ``trainer.limit_train_batches``."""
+    t = cfg.trainer
+    batches = len(dm.train_dataloader())
+    limit = t.limit_train_batches
+    if limit is None:
+        return batches
+    if limit <= 0 or (limit > 1 and limit != int(limit)):
+        raise ValueError(
+            f"limit_train_batches={limit} must be a fraction in (0, 1] or a whole number of batches >= 1. "
+            "Hint: null trains on every batch"
+        )
+    return min(batches, int(limit) if limit > 1 else max(1, int(batches * limit)))
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    t = cfg.trainer
+    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.accelerator={t.accelerator!r} but no GPU is visible (torch.cuda.is_available() is False). "
+            "Hint: trainer=cpu, or install a CUDA build of torch"
+        )
+    if t.val_every_n_steps is not None and t.val_every_n_steps < 1:
+        raise ValueError(
+            f"trainer.val_every_n_steps={t.val_every_n_steps} must be >= 1 (validate every N optimizer steps), or "
+            "null to validate once per epoch"
+        )
+
+
+def build_trainer(cfg: DictConfig, steps_per_epoch: int, callbacks: list, logger, output_dir: Path) -> pl.Trainer:
+    import pytorch_lightning as pl
+
+    from lth_wandb.app.progress import RoundProgressBar
+    from lth_wandb.lottery.checkpoint import AtomicCheckpointIO, LastCheckpoint
+
+    t = cfg.trainer
+    # Every epoch end (and every N steps when asked), atomically: a kill or a full disk never costs a run.
+    checkpoint = LastCheckpoint(output_dir / "checkpoints", every_n_steps=t.checkpoint_every_n_steps)
+    return pl.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        precision=t.precision,
+        # Lightning refuses an interval longer than the epoch; clamp so small datasets still validate.
+        val_check_interval=min(t.val_every_n_steps, steps_per_epoch) if t.val_every_n_steps else None,
+        limit_train_batches=t.limit_train_batches,
+        log_every_n_steps=t.log_every_n_steps,
+        deterministic=t.deterministic,
+        enable_progress_bar=t.enable_progress_bar,
+        callbacks=[*callbacks, checkpoint, *([RoundProgressBar()] if t.enable_progress_bar else [])],
+        plugins=[AtomicCheckpointIO()],
+        logger=logger if logger is not None else False,
+        default_root_dir=output_dir,
+    )
+
+
+def build_logger(cfg: DictConfig, run_id: str | None = None):
+    if cfg.wandb.mode is not None and cfg.wandb.mode not in WANDB_MODES:  # checked even when not logging
+        raise ValueError(
+            f"mode={cfg.wandb.mode!r} is not one of {list(WANDB_MODES)}; leave it null to decide "
+            "from WANDB_MODE and your W&B credentials"
+        )
+    if cfg.logger.name == "none":
+        return None
+    if cfg.logger.name != "wandb":
+        raise ValueError(f"logger={cfg.logger.name!r} is not one of ['wandb', 'none']")
+    from lth_wandb.tracking import run as tracking  # W&B is imported only when it is used
+
+    w = cfg.wandb
+    return tracking.make_logger(
+        project=w.project,
+        entity=w.entity,
+        group=w.group or _multirun_group(),
+        mode=w.mode,
+        name=w.name,
+        tags=list(w.tags),
+        save_dir=w.dir,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        job_type=w.job_type,
+        run_id=run_id,
+    )
+
+
+def wandb_callbacks(cfg: DictConfig, lottery: LotteryTicket, dm, logger, output_dir: Path) -> list[pl.Callback]:
+    """The round dashboard and, unless switched off, the per-round ticket artifacts."""
+    if logger is None:
+        return []
+    from lth_wandb.tracking.artifacts import TicketArtifacts
+    from lth_wandb.tracking.rounds import RoundLogger
+
+    callbacks: list[pl.Callback] = [RoundLogger(lottery, input_shape=dm.input_shape)]
+    w = cfg.wandb
+    if w.log_artifacts:
+        callbacks.append(
+            TicketArtifacts(
+                lottery,
+                directory=output_dir / "tickets",
+                config=OmegaConf.to_container(cfg, resolve=True),
+                retention=w.retention,
+                ttl_days=w.artifact_ttl_days,
+                registry=w.registry,
+                log_checkpoint=w.log_resume_checkpoint,
+            )
+        )
+    return callbacks
+
+
+def load_cfg_ticket(cfg: DictConfig, model: pl.LightningModule):
+    """The ticket ``cfg.ticket`` names (a local directory or a W&B artifact reference), checked against the model."""
+    if cfg.ticket is None:
+        return None
+    from lth_wandb.pruning.ticket import check_compatible
+    from lth_wandb.tracking.tickets import load_ticket
+
+    ticket = load_ticket(cfg.ticket)
+    check_compatible(ticket, model)
+    return ticket
+
+
+def record_inputs(cfg: DictConfig, run) -> None:
+    """Lineage: the ticket artifact this run trains, or, for controls, the source run's ticket of every round."""
+    from lth_wandb.tracking.tickets import record_ticket_use
+
+    if cfg.ticket is not None:
+        record_ticket_use(run, cfg.ticket)
+    source = resume.RunRecord.read(cfg.pruning.masks_from) if cfg.pruning.masks_from else None
+    if source is not None and run.settings.mode == "online":
+        for number in range(1, cfg.pruning.rounds + 1):
+            record_ticket_use(run, f"ticket-{source.wandb_run_id}:round-{number}")
+
+
+def check_schedule(cfg: DictConfig, model: pl.LightningModule) -> None:
+    """The Classifier's LR schedules count epochs; rounds counted in steps would cut them at arbitrary points."""
+    from lth_wandb.models import Classifier
+
+    if isinstance(model, Classifier) and cfg.pruning.steps_per_round is not None and cfg.scheduler.name != "none":
+        raise ValueError(
+            f"scheduler={cfg.scheduler.name!r} steps once per epoch, but pruning.steps_per_round counts rounds in "
+            "steps, so a rewound schedule would restart mid-epoch. Hint: scheduler=none, or your own LightningModule "
+            "with a step-interval schedule"
+        )
+
+
+def check_monitor(cfg: DictConfig, model: pl.LightningModule) -> None:
+    """The built-in Classifier logs a known set of metrics: a monitor outside it would fail minutes in."""
+    from lth_wandb.models import Classifier
+
+    if isinstance(model, Classifier) and cfg.pruning.monitor not in Classifier.METRICS:
+        raise ValueError(
+            f"monitor={cfg.pruning.monitor!r} is not logged by the Classifier; it logs {list(Classifier.METRICS)}. "
+            "Hint: pruning.monitor=val/loss (with pruning.mode=min) or val/acc (with pruning.mode=max)"
+        )
+
+
+def keep_hparams_out_of_run_config(model: pl.LightningModule, dm: pl.LightningDataModule) -> None:
+    """The W&B run config is the whole Hydra config. Lightning would add the model's and data's hyper-parameters
+    on top, flat: ``optimizer="adam"`` replaces the ``optimizer`` section, and ``seed`` collides with the key a
+    sweep locks ("Config item 'seed' was locked by 'sweep'")."""
+    model._log_hyperparams = False
+    dm._log_hyperparams = False
