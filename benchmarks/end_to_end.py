@@ -19,7 +19,7 @@ median wall times on the last line::
 
     lth_train_vs_bare=<ratio> lth_train_wandb_vs_bare=<ratio>
 
-    python benchmarks/end_to_end.py [--repeats 3] [--epochs-per-round 2] [--threads 2]
+    python benchmarks/end_to_end.py [--repeats 3] [--epochs-per-round 2] [--threads 2] [lth-train overrides...]
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def round_half(x: float) -> int:
     return int(x + 0.5)
 
 
-def lth_train_command(epochs_per_round: int, wandb: bool, folder: Path) -> list[str]:
+def lth_train_command(epochs_per_round: int, wandb: bool, folder: Path, overrides: list[str]) -> list[str]:
     exe = Path(sys.executable).with_name("lth-train")
     base = [str(exe)] if exe.exists() else [sys.executable, "-m", "lth_wandb.train"]
     args = [
@@ -131,7 +131,7 @@ def lth_train_command(epochs_per_round: int, wandb: bool, folder: Path) -> list[
         f"hydra.run.dir={folder}",
     ]
     args += ["wandb.mode=offline", f"wandb.dir={folder}"] if wandb else ["logger=none"]
-    return base + args
+    return base + args + overrides
 
 
 def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--epochs-per-round", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides (OMP_NUM_THREADS)")
     parser.add_argument("--bare", action="store_true", help="run the bare loop once, in this process")
+    parser.add_argument("overrides", nargs="*", help="more lth-train overrides, e.g. optimizer.fused=true")
     args = parser.parse_args()
     if args.bare:
         return bare(args.epochs_per_round)
@@ -161,8 +162,8 @@ def main() -> None:
     env.pop("WANDB_MODE", None)
     variants = {
         "bare": lambda folder: [sys.executable, __file__, "--bare", f"--epochs-per-round={args.epochs_per_round}"],
-        "lth_train": lambda folder: lth_train_command(args.epochs_per_round, False, folder),
-        "lth_train_wandb": lambda folder: lth_train_command(args.epochs_per_round, True, folder),
+        "lth_train": lambda folder: lth_train_command(args.epochs_per_round, False, folder, args.overrides),
+        "lth_train_wandb": lambda folder: lth_train_command(args.epochs_per_round, True, folder, args.overrides),
     }
     names = list(variants)
     times: dict[str, list[float]] = {v: [] for v in names}

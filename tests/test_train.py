@@ -50,6 +50,13 @@ def test_every_model_builds(option):
     assert model.net(__import__("torch").zeros(2, *shape)).shape == (2, 10)
 
 
+@pytest.mark.parametrize(("override", "fused"), [(None, False), ("optimizer.fused=true", True)])
+def test_optimizer_fused_reaches_adam(override, fused):
+    cfg = cfg_for(*([override] if override else []))
+    optimizer = train.build_model(cfg, synthetic_dm((1, 8, 8))).configure_optimizers()
+    assert isinstance(optimizer, __import__("torch").optim.Adam) and bool(optimizer.defaults["fused"]) is fused
+
+
 @pytest.mark.parametrize("option", options("pruning"))
 def test_every_pruning_option_builds_a_callback(option):
     lottery = train.build_lottery(cfg_for(f"pruning={option}"))
@@ -105,6 +112,7 @@ def run_main(monkeypatch, tmp_path, *args):
         (["pruning.control=shuffle"], "control 'shuffle'"),
         (["model=lenet"], "model/lenet"),
         (["optimizer.name=rmsprop"], "optimizer: unknown optimizer 'rmsprop'"),
+        (["optimizer=sgd", "optimizer.fused=true"], "optimizer: fused=True needs optimizer 'adam' or 'adamw'"),
         (["data.batch_size=0"], "batch_size=0"),
         (["data=fashion_mnist", "data.root=/nonexistent/fmnist"], "data: "),
         (["data.name=imagenet"], "imagenet"),

@@ -132,6 +132,7 @@ def build_classifier(cfg: DictConfig, net) -> Classifier:
         momentum=opt.momentum,
         nesterov=opt.nesterov,
         weight_decay=opt.weight_decay,
+        fused=opt.fused,
         scheduler=sched.name,
         step_size=sched.step_size,
         gamma=sched.gamma,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any
+from typing import Any, Optional
 
 from lth_wandb.lottery.settings import PruningSettings
 from lth_wandb.tracking import WANDB_MODES  # noqa: F401  (lth-train checks wandb.mode against it)
@@ -39,6 +39,9 @@ class OptimizerConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 0.0
+    # Adam/AdamW only: true builds the fused implementation (a quarter faster on CPU, rounds differently by ~1e-7);
+    # null keeps PyTorch's default, which the README results were measured with.
+    fused: Optional[bool] = None  # noqa: UP045 - OmegaConf reads typing.Optional
 
 
 @dataclass
