@@ -601,7 +601,8 @@ def test_one_settings_object_for_callback_app_checkpoint_and_ticket():
 
     fields = {f.name for f in dataclasses.fields(PruningSettings)}
     assert PruningConfig is PruningSettings  # lth-train's `pruning` schema
-    assert set(inspect.signature(LotteryTicket).parameters) == fields | {"ticket"}  # the callback's arguments
+    # The callback's arguments: the settings, plus where its inputs and spilled rounds live (they change no result).
+    assert set(inspect.signature(LotteryTicket).parameters) == fields | {"ticket", "spill_dir"}
     cb = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5, rewind="3")
     assert cb.settings.rewind == 3 and cb.rewind == 3  # normalised once, for everyone
     fit(cb)

@@ -140,14 +140,14 @@ def build_classifier(cfg: DictConfig, net) -> Classifier:
     )
 
 
-def build_lottery(cfg: DictConfig, ticket=None) -> LotteryTicket:
+def build_lottery(cfg: DictConfig, ticket=None, spill_dir: Path | None = None) -> LotteryTicket:
     """The callback of ``cfg.pruning``, which holds its settings field for field; the run's ``seed`` seeds it
-    unless ``pruning.seed`` is set."""
+    unless ``pruning.seed`` is set. Finished rounds' trained weights go to ``spill_dir``."""
     from lth_wandb.lottery.callback import LotteryTicket
 
     settings = OmegaConf.to_container(cfg.pruning, resolve=True)
     settings["seed"] = cfg.seed if settings["seed"] is None else settings["seed"]
-    return LotteryTicket(**settings, ticket=ticket)
+    return LotteryTicket(**settings, ticket=ticket, spill_dir=spill_dir)
 
 
 def steps_per_epoch_of(cfg: DictConfig, dm: pl.LightningDataModule) -> int:

@@ -73,7 +73,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = build_model(cfg, dm)
     keep_hparams_out_of_run_config(model, dm)
     ticket = in_section("ticket", load_cfg_ticket, cfg, model)
-    lottery = build_lottery(cfg, ticket)
+    lottery = build_lottery(cfg, ticket, spill_dir=output_dir / "rounds")
     in_section("pruning", lottery.check_model, model)
     in_section("pruning", check_monitor, cfg, model)
     in_section("pruning", check_schedule, cfg, model)

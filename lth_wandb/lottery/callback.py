@@ -49,6 +49,9 @@ class LotteryTicket(pl.Callback):
         ticket: a :class:`Ticket` or a directory written by ``Ticket.save``: train that ticket instead of the
             dense network (e.g. ``rounds=0`` to evaluate it, with ``control="reinit"`` for the control).
         masks_from: as in the settings, or a list of masks (one per round 1..rounds).
+        spill_dir: a folder for finished rounds' trained weights (one safetensors file each), so memory and
+            checkpoints do not grow by a round's weights per round; None keeps them in RAM. lth-train uses
+            ``<run folder>/rounds``.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class LotteryTicket(pl.Callback):
         mode: str = "min",
         tolerance: float = 0.0,
         ticket: Ticket | str | PathLike | None = None,
+        spill_dir: str | PathLike | None = None,
         seed: int | None = None,
         masks_from: Sequence[M.Masks] | str | PathLike | None = None,
         target_density: float | None = None,
@@ -87,7 +91,7 @@ class LotteryTicket(pl.Callback):
         self.round = 0
         self.masks: M.Masks = {}
         self._record = RoundHistory(self.monitor, self.mode)
-        self._states = RoundStates(self.rewind)
+        self._states = RoundStates(self.rewind, spill_dir)
         self._steps_per_epoch = 0  # optimizer steps per epoch, known from on_train_start
         self._reinit_source: dict[str, torch.Tensor] = {}  # what the reinit control shuffles; θ0 when empty
         self._module_class = ""

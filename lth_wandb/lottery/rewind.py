@@ -3,17 +3,26 @@
 Everything is kept as CPU copies, and restoring copies values back into the live tensors. Nothing saved here
 ever shares storage with the model or the optimizer, the bug that makes Lightning's ``ModelPruning`` rewind
 rounds >= 2 to drifted values.
+
+Memory does not grow with the rounds beyond bit masks: each round's mask is kept bit-packed (1 bit a weight), and
+with a ``spill_dir`` each finished round's trained weights go to a safetensors file there (written atomically,
+checked against its SHA-256 when read back) instead of staying in RAM and in every checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+import hashlib
+import os
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from torch import nn
 
+from lth_wandb import atomic
 from lth_wandb.pruning import masks as M
 from lth_wandb.pruning.masks import Masks, StateDict, dense_state, sparse_state
 from lth_wandb.pruning.ticket import Ticket
@@ -25,16 +34,19 @@ class RoundStates:
     Args:
         rewind: ``"init"`` (θ0), an int k (the state after k optimizer steps), ``"lr"`` (keep the weights,
             replay the optimizer and LR schedule from step 0) or ``"none"`` (rewind nothing).
+        spill_dir: where finished rounds' trained weights go (``round-<r>.safetensors``); None keeps them in RAM.
     """
 
-    def __init__(self, rewind: str | int):
+    def __init__(self, rewind: str | int, spill_dir: str | os.PathLike | None = None):
         self.rewind = rewind
+        self.spill_dir = None if spill_dir is None else Path(spill_dir)
         self.theta0: StateDict | None = None  # weights at step 0: round 0's starting point
         self.point: dict[str, Any] | None = None  # step, weights, optimizer and scheduler states to rewind to
-        self.masks: dict[int, Masks] = {}  # the mask each round trained with
+        self.masks = RoundMasks()  # the mask each round trained with
         # The weights each finished round ended with, stored sparse: checkpoints hold every round, so their size
         # follows the sum of the densities rather than growing by a dense model per round.
         self.trained: dict[int, StateDict] = {}
+        self.spilled: dict[int, dict[str, str]] = {}  # rounds whose trained weights are on disk: file, sha256
         self.draws: dict[int, StateDict] = {}  # fresh initial values of the reinit control, per round
 
     @property
@@ -72,10 +84,28 @@ class RoundStates:
 
     def record_trained(self, round: int, module: nn.Module) -> None:
         """Remember the weights ``round`` ended with (pruned entries are zero: only survivors are kept)."""
-        self.trained[round] = sparse_state(clone_state(module.state_dict()), self.masks[round])
+        sparse = sparse_state(clone_state(module.state_dict()), self.masks[round])
+        if self.spill_dir is None:
+            self.trained[round] = sparse
+            return
+        data = safetensors.torch.save({k: t.contiguous() for k, t in sparse.items()})
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spill_dir / f"round-{round}.safetensors"
+        atomic.write_bytes(path, data)  # durable before the checkpoint that refers to it is written
+        self.spilled[round] = {"file": str(path.resolve()), "sha256": hashlib.sha256(data).hexdigest()}
+
+    def _spilled_file(self, round: int) -> dict[str, str]:
+        """Where round ``round``'s weights are now: in this run's spill_dir (a moved run folder still works),
+        else where they were written."""
+        entry = self.spilled[round]
+        if self.spill_dir is not None:
+            return {**entry, "file": str(self.spill_dir / Path(entry["file"]).name)}
+        return entry
 
     def trained_weights(self, round: int) -> StateDict | None:
         """The dense weights ``round`` ended with, or None if it has not finished."""
+        if round in self.spilled:
+            return dense_state(_read_spilled(**self._spilled_file(round)), self.masks[round])
         if round not in self.trained:
             return None
         return dense_state(self.trained[round], self.masks[round])
@@ -103,17 +133,58 @@ class RoundStates:
         return {
             "theta0": self.theta0,
             "rewind_point": self.point,
-            "round_masks": self.masks,
+            "round_masks": {r: self.masks[r] for r in self.masks},  # bool, as checkpoints have always held them
             "trained": self.trained,
+            "trained_files": self.spilled,
             "reinit_draws": self.draws,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.theta0 = state["theta0"]
         self.point = state["rewind_point"]
-        self.masks = dict(state["round_masks"])
+        self.masks = RoundMasks(state["round_masks"])
         self.trained = dict(state["trained"])
+        self.spilled = dict(state.get("trained_files", {}))
         self.draws = dict(state.get("reinit_draws", {}))
+
+
+class RoundMasks(MutableMapping):
+    """round -> masks, held bit-packed (a bool mask costs a byte a weight, a packed one a bit); each read unpacks a
+    fresh copy."""
+
+    def __init__(self, masks: Mapping[int, Masks] | None = None):
+        self._packed: dict[int, dict[str, tuple[torch.Tensor, tuple[int, ...]]]] = {}
+        self.update(masks or {})
+
+    def __getitem__(self, round: int) -> Masks:
+        return {name: M.unpack_bits(bits, shape) for name, (bits, shape) in self._packed[round].items()}
+
+    def __setitem__(self, round: int, masks: Masks) -> None:
+        self._packed[round] = {name: (M.pack_bits(m), tuple(m.shape)) for name, m in masks.items()}
+
+    def __delitem__(self, round: int) -> None:
+        del self._packed[round]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+
+def _read_spilled(file: str, sha256: str) -> StateDict:
+    try:
+        data = Path(file).read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{file} is missing: it holds a finished round's trained weights (LotteryTicket spill_dir). Hint: "
+            "keep the run folder whole when moving it, or resume from a checkpoint taken without spill_dir"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(
+            f"{file} changed after it was written (SHA-256 differs): it cannot be trusted as a round's trained weights"
+        )
+    return safetensors.torch.load(data)
 
 
 def fresh_values(source: Mapping[str, torch.Tensor], names: Iterable[str], seed: int) -> StateDict:
