@@ -151,7 +151,7 @@ class LotteryTicket(pl.Callback):
         return self._record.summary(self.winning_round, metric)
 
     def masks_of(self, round: int) -> M.Masks:
-        """The masks round ``round`` trained with (not a copy: do not modify)."""
+        """The masks round ``round`` trained with (a fresh copy: rounds are kept bit-packed)."""
         if round not in self._states.masks:
             raise ValueError(f"round={round!r} has no masks yet; available rounds: {sorted(self._states.masks)}")
         return self._states.masks[round]
