@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lth_wandb.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from lth_wandb.lottery.callback import LotteryTicket
@@ -11,20 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["LotteryTicket", "Ticket"]
 __version__ = "0.1.0"
 
-# Imported on first use: importing any lth_wandb module runs this file, and the callback brings PyTorch Lightning
-# (seconds), which `lth-train --cfg job`, `--help` and a misspelt override never need.
-_LAZY = {"LotteryTicket": "lth_wandb.lottery.callback", "Ticket": "lth_wandb.pruning.ticket"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'lth_wandb' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+# Imported on first use: the callback brings PyTorch Lightning (seconds), which `lth-train --cfg job` never needs.
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"LotteryTicket": "lth_wandb.lottery.callback", "Ticket": "lth_wandb.pruning.ticket"}
+)

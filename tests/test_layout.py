@@ -14,17 +14,18 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lth_wandb"
 # What each part of lth_wandb may import from lth_wandb, besides itself. Imports only go down this list.
 MAY_IMPORT = {
     "atomic": set(),
+    "lazy": set(),
     "pruning": {"atomic"},
     "analysis": {"atomic", "pruning"},
     "models": set(),
     "data": set(),
     "lottery": {"atomic", "pruning", "analysis"},
-    "tracking": {"atomic", "pruning", "analysis", "lottery"},
+    "tracking": {"atomic", "lazy", "pruning", "analysis", "lottery"},
     "sweeps": {"atomic", "tracking"},
     "report": {"atomic", "pruning", "analysis", "tracking"},
     "app": {"atomic", "pruning", "analysis", "models", "data", "lottery", "tracking"},
     "train": {"app"},  # python -m lth_wandb.train, as wandb agent runs it
-    "__init__": {"lottery", "pruning"},  # the lazy public API
+    "__init__": {"lazy", "lottery", "pruning"},  # the lazy public API
 }
 
 # Third-party packages that define a layer: only these parts of lth_wandb may import them.
