@@ -18,7 +18,7 @@ def load_ticket(ref: str | os.PathLike) -> Ticket:
     Needs no active run, so a bad reference fails before a W&B run starts; :func:`record_ticket_use` then records
     the artifact as the run's input. Checksums are verified on load; nothing is unpickled.
     """
-    path = Path(os.path.expanduser(os.fspath(ref)))
+    path = _as_path(ref)
     if path.is_dir():
         return Ticket.load(path)
     if path.exists():
@@ -43,5 +43,10 @@ def download_ticket(ref: str) -> Path:
 
 def record_ticket_use(run: Any, ref: str | os.PathLike) -> None:
     """Record the W&B artifact ``ref`` as an input of ``run`` (lineage); local ticket folders have none."""
-    if not Path(os.path.expanduser(os.fspath(ref))).is_dir():
+    if not _as_path(ref).is_dir():
         run.use_artifact(os.fspath(ref), type=TICKET_TYPE)
+
+
+def _as_path(ref: str | os.PathLike) -> Path:
+    """``ref`` read as a local path (``~`` expanded); a W&B reference gives a path that does not exist."""
+    return Path(os.path.expanduser(os.fspath(ref)))
