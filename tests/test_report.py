@@ -396,6 +396,9 @@ def test_wandb_report_for_a_group(study_dir, study, monkeypatch):
     assert acc["groupAgg"] == "mean" and acc["groupArea"] == "stddev"
     assert by_title["Early-stop iteration vs weights remaining"]["config"]["metrics"] == ["round/early_stop_iteration"]
     assert by_title["Validation loss (rounds follow each other)"]["config"]["metrics"] == ["val/loss"]
+    assert by_title["Mask IoU with the previous round"]["config"]["metrics"] == ["round/mask_iou_prev"]
+    assert by_title["Mask churn since the previous round"]["config"]["xAxis"] == "round/density"
+    assert not [b for b in spec["spec"]["blocks"] if b["type"] == "markdown-block"]  # no tickets on disk to compare
     assert {p["viewType"] for p in panels} >= {"Run History Line Plot", "Media Browser", "Bar Chart"}
     assert not {"Parallel Coordinates Plot", "Parameter Importance"} & {p["viewType"] for p in panels}
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 DEFAULT_HTML = "report/report.html"
 DEFAULT_SPEC = "report-spec.json"
+OVERLAP_TITLE = "**Mask overlap at equal density** (IoU of the kept weights; chance: two independent random masks)"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def offline_report(args: argparse.Namespace) -> int:
+    from lth_wandb.report import overlap
     from lth_wandb.report.html import write_html_report
     from lth_wandb.report.sources import collect_offline
     from lth_wandb.report.summary import summary_text
@@ -107,6 +109,9 @@ def offline_report(args: argparse.Namespace) -> int:
     print(summary_text(study))
     if args.markdown:
         table = markdown_table(density_rows(study, at=args.at))
+        pairs = overlap.pair_rows(report.overlap, list(study.series())) if report.overlap else []
+        if pairs:  # tickets of two or more runs at one density
+            table += f"\n{OVERLAP_TITLE}\n\n{overlap.markdown_table(pairs)}"
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(table, encoding="utf-8")
         print(f"Table: {args.markdown}")

@@ -45,6 +45,8 @@ class Round:
         val_acc, test_acc: accuracies at the early-stop step.
         layer_density: density per pruned tensor.
         seconds: wall time from the run's start to the end of the round (W&B's ``_runtime`` of the row).
+        mask_iou_prev, mask_churn: the mask against the previous round's (``round/mask_iou_prev``,
+            ``round/mask_churn``; :mod:`lth_wandb.analysis.overlap`); None in round 0 and in older runs.
     """
 
     round: int
@@ -57,6 +59,8 @@ class Round:
     test_acc: float | None
     layer_density: dict[str, float] = field(default_factory=dict)
     seconds: float | None = None
+    mask_iou_prev: float | None = None
+    mask_churn: float | None = None
 
     @property
     def early_stop_iteration(self) -> int | None:
@@ -104,6 +108,7 @@ class RunRounds:
         curve: ``(global step, {"val/loss": ..., "val/acc": ...})`` for every validation.
         ticket: the latest ticket artifact version aliased ``winning``; None when the run logged none.
         source: where it was read from (a run directory or an API path).
+        output_dir: lth-train's output folder of the run (``run.json``, ``tickets/``), "" when not found.
     """
 
     run_id: str
@@ -118,6 +123,7 @@ class RunRounds:
     curve: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     ticket: TicketArtifact | None = None
     source: str = ""
+    output_dir: str = ""
 
     def get(self, key: str, default: Any = None) -> Any:
         """A config value by dotted key (``"pruning.control"``), nested or flat as a sweep sets it."""
@@ -292,6 +298,8 @@ def from_run_record(run: OfflineRun) -> RunRounds:
                 test_acc=_float(row.get("round/test_acc")),
                 layer_density={k[len("round/density/") :]: v for k, v in row.items() if k.startswith("round/density/")},
                 seconds=_float(row.get("_runtime")),
+                mask_iou_prev=_float(row.get("round/mask_iou_prev")),
+                mask_churn=_float(row.get("round/mask_churn")),
             )
         )
     return RunRounds(

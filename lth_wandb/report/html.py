@@ -17,8 +17,10 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from lth_wandb.report import overlap as mask_overlap
 from lth_wandb.report.data import VARIANT_LABELS, RunRounds, Study
 from lth_wandb.report.figures import CAPTIONS, figure_bytes, make_figures, save_figures
+from lth_wandb.report.overlap import StudyOverlap
 from lth_wandb.report.summary import best_ticket, summary_text
 from lth_wandb.report.table import HEAD, cells, density_rows
 
@@ -29,7 +31,7 @@ h1 { margin-bottom: 4px; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom
 .meta { color: #59636e; margin-top: 0; } .summary { font-size: 16px; background: #f6f8fa; padding: 12px 16px;
        border-left: 4px solid #1f77b4; }
 .figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: 8px 24px; }
-#fig-val_curves { grid-column: 1 / -1; }
+#fig-val_curves, #fig-overlap { grid-column: 1 / -1; }
 figure { margin: 16px 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figcaption { color: #59636e; font-size: 14px; }
 table { border-collapse: collapse; margin: 8px 0 16px; font-size: 14px; }
@@ -47,11 +49,14 @@ class HtmlReport:
         path: the HTML page.
         figures: the matplotlib figures embedded in it, by name (see ``figures.CAPTIONS``).
         files: ``{name: {"png": path, "svg": path}}``, the figures also saved beside the page.
+        overlap: the mask overlap between runs at equal density (its figure is ``figures["overlap"]`` when any
+            density has two tickets).
     """
 
     path: Path
     figures: dict[str, Figure]
     files: dict[str, dict[str, Path]]
+    overlap: StudyOverlap | None = None
 
 
 def write_html_report(
@@ -69,9 +74,12 @@ def write_html_report(
     if out.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"path={str(out)!r} must end in .html. Hint: --html report/report.html")
     figures = make_figures(study)
+    masks = mask_overlap.study_overlap(study, at)
+    if masks.levels:
+        figures["overlap"] = mask_overlap.overlap_figure(masks)
     files = save_figures(figures, out.parent / f"{out.stem}-figures")
-    out.write_text(build_html(study, figures, title or default_title(study), at), encoding="utf-8")
-    return HtmlReport(out, figures, files)
+    out.write_text(build_html(study, figures, title or default_title(study), at, masks), encoding="utf-8")
+    return HtmlReport(out, figures, files, masks)
 
 
 def default_title(study: Study) -> str:
@@ -79,7 +87,13 @@ def default_title(study: Study) -> str:
     return f"Lottery tickets: {what}"
 
 
-def build_html(study: Study, figures: dict[str, Figure], title: str, at: list[float] | None = None) -> str:
+def build_html(
+    study: Study,
+    figures: dict[str, Figure],
+    title: str,
+    at: list[float] | None = None,
+    masks: StudyOverlap | None = None,
+) -> str:
     """The page as a string; every figure inline, so the file stands alone."""
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     parts = [
@@ -92,6 +106,7 @@ def build_html(study: Study, figures: dict[str, Figure], title: str, at: list[fl
         "</div>",
         "<h2>Results by density</h2>",
         _density_table(study, at),
+        _overlap_table(study, masks),
         "<h2>Runs</h2>",
         _runs_table(study),
         _tickets(study),
@@ -167,6 +182,27 @@ def _density_table(study: Study, at: list[float] | None) -> str:
     return _table(HEAD, [cells(row) for row in rows], text_columns={0}, table_id="density")
 
 
+def _overlap_table(study: Study, masks: StudyOverlap | None) -> str:
+    if masks is None or not (masks.levels or any(run.output_dir for run in study.runs)):
+        return ""  # no run folders, so no tickets to compare: nothing to say
+    parts = ["<h2>Mask overlap at equal density</h2>"]
+    rows = mask_overlap.pair_rows(masks, list(study.series()))
+    if rows:
+        parts += [
+            "<p>Each pair of runs' tickets at about the same density: IoU of the kept weights, the IoU two independent"
+            " random masks of those densities would have (chance), and churn, the fraction of the sparser mask's "
+            "weights the other prunes. A curve against itself compares its seeds.</p>",
+            _table(
+                mask_overlap.HEAD, [mask_overlap.cells(row) for row in rows], text_columns={0, 1}, table_id="overlap"
+            ),
+        ]
+    else:
+        parts.append("<p>No density has tickets of two runs.</p>")
+    if masks.missing:
+        parts.append(_table(["run", "tickets not compared"], masks.missing, text_columns={0, 1}))
+    return "\n".join(parts)
+
+
 def _tickets(study: Study) -> str:
     runs = [run for run in study.runs if run.ticket is not None]
     if not runs:
@@ -209,6 +245,8 @@ def _rounds_table(run: RunRounds) -> str:
         f"best {run.monitor}",
         "val acc",
         "test acc",
+        "mask IoU vs previous",
+        "mask churn",
         "",
     ]
     rows, marked = [], set()
@@ -224,10 +262,12 @@ def _rounds_table(run: RunRounds) -> str:
                 _num(r.best_value),
                 _pct(r.val_acc),
                 _pct(r.test_acc),
+                _num(r.mask_iou_prev, 3),
+                _num(r.mask_churn, 3),
                 "★ winning" if r.round == winner else "",
             ]
         )
-    table = _table(head, rows, text_columns={7}, winning_rows=marked, table_id=f"rounds-{run.run_id}")
+    table = _table(head, rows, text_columns={9}, winning_rows=marked, table_id=f"rounds-{run.run_id}")
     return f"<h3>{_e(title)}</h3>\n{table}"
 
 
@@ -292,8 +332,8 @@ def _pct(value: float | None, digits: int = 1) -> str:
     return "" if value is None else f"{value:.{digits}%}"
 
 
-def _num(value: float | None) -> str:
-    return "" if value is None else f"{value:.4g}"
+def _num(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}g}"
 
 
 def _short(value: Any, limit: int = 200) -> str:

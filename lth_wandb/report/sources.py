@@ -63,6 +63,7 @@ def collect_offline(
     read_ids = {r.run_id for r in runs}
     skipped = [(d, why) for d, why in skipped if Path(d).stem.rsplit("-", 1)[-1] not in read_ids]
     runs = [r for r in one_per_run_id(runs) if group is None or r.group == group]
+    attach_output_dirs(runs, roots)
     return Study(runs=runs, skipped=skipped, sources=[str(root) for root in roots], group=group)
 
 
@@ -111,15 +112,39 @@ def _linked_run_dirs(root: Path) -> list[Path]:
     """The W&B run directories of the lth-train runs whose output folders lie under ``root`` (``outputs/...`` or a
     Hydra ``multirun/<date>/<time>``): each keeps its run id and its W&B folder in ``run.json``."""
     linked = []
-    for record_file in root.rglob(RUN_RECORD):
-        try:
-            record = json.loads(record_file.read_text())
-            run_id, wandb_dir = record["wandb_run_id"], Path(record["wandb_dir"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # an older run folder, without the link
-        if wandb_dir.is_dir():
+    for run_id, (_, wandb_dir) in run_records(root).items():
+        if wandb_dir is not None and wandb_dir.is_dir():
             linked += [p for p in find_runs(wandb_dir) if p.name.endswith(f"-{run_id}")]
     return linked
+
+
+def run_records(root: Path) -> dict[str, tuple[Path, Path | None]]:
+    """``{W&B run id: (output folder, its W&B folder)}`` of the lth-train output folders (``run.json``) under
+    ``root``."""
+    records: dict[str, tuple[Path, Path | None]] = {}
+    for record_file in sorted(root.rglob(RUN_RECORD)) if root.is_dir() else []:
+        try:
+            record = json.loads(record_file.read_text())
+            run_id, wandb_dir = str(record["wandb_run_id"]), record.get("wandb_dir")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # not lth-train's, or unreadable
+        records[run_id] = (record_file.parent, Path(wandb_dir) if isinstance(wandb_dir, str) else None)
+    return records
+
+
+def attach_output_dirs(runs: list[RunRounds], roots: Sequence[Path]) -> None:
+    """Set each run's :attr:`RunRounds.output_dir` (where its ``tickets/`` are) from the ``run.json`` files under
+    ``roots``, or in Hydra's default ``outputs/`` and ``multirun/`` beside the run's ``wandb/`` folder."""
+    places = {Path(p).resolve() for p in roots}
+    for run in runs:
+        beside = Path(run.source).parent.parent.parent  # <here>/wandb/<run dir>/<run file>.wandb
+        places.update(beside / name for name in ("outputs", "multirun"))
+    found: dict[str, tuple[Path, Path | None]] = {}
+    for place in sorted(places):
+        found.update(run_records(place))
+    for run in runs:
+        if run.run_id in found and not run.output_dir:
+            run.output_dir = str(found[run.run_id][0])
 
 
 def _read_or_reason(run_dir: Path) -> RunRounds | str:

@@ -1,8 +1,10 @@
 """The W&B Report, built with ``wandb_workspaces.reports.v2``: the study's story as live panels.
 
 Blocks: a generated summary paragraph; panel grids filtered to the runs of one group or sweep (accuracy and
-early-stop step vs density, grouped by pruning control; training curves and first-layer masks; parallel
-coordinates and parameter importance for sweeps; the runs table); links to the ``winning`` ticket artifacts.
+early-stop step vs density, grouped by pruning control; training curves and first-layer masks; each round's mask
+against the previous round's; parallel coordinates and parameter importance for sweeps; the runs table); the
+overlap of the runs' tickets at equal density, as a markdown table, when their output folders are at hand; links
+to the ``winning`` ticket artifacts.
 
 Building needs no server when ``entity`` is given. :func:`report_spec` gives the JSON ``save()`` would send;
 :func:`publish` sends it (that needs a server and credentials).
@@ -19,6 +21,7 @@ import wandb
 import wandb_workspaces.reports.v2 as wr
 from wandb_workspaces import expr
 
+from lth_wandb.report import overlap as mask_overlap
 from lth_wandb.report.data import TICKET_TYPE, VARIANT_LABELS, Study
 from lth_wandb.report.summary import best_ticket, summary_text
 
@@ -84,6 +87,7 @@ def build_report(
         wr.PanelGrid(runsets=[runset()], panels=_density_panels()),
         wr.H1("Training curves"),
         wr.PanelGrid(runsets=[runset()], panels=_curve_panels()),
+        *_overlap_blocks(runset(), study),
     ]
     if sweep:
         blocks += [wr.H1("Sweep"), wr.PanelGrid(runsets=[runset()], panels=_sweep_panels(metric, parameters))]
@@ -147,6 +151,8 @@ def describe(report: wr.Report) -> str:
             lines += [f"  - {''.join(_plain(part) for part in item)}" for item in block.items]
         elif isinstance(block, wr.WeaveBlockArtifact):
             lines.append(f"  - artifact panel: {block.artifact} ({block.tab})")
+        elif isinstance(block, wr.MarkdownBlock):
+            lines.append(f"  markdown: {block.text.splitlines()[0][:300]} ({len(block.text.splitlines()) - 2} rows)")
         elif isinstance(block, wr.P):
             lines.append(f"  {kind}: {_plain(block.text)[:300]}")
     return "\n".join(lines)
@@ -225,6 +231,48 @@ def _curve_panels() -> list:
             layout=wr.Layout(x=12, y=7, w=12, h=7),
         ),
     ]
+
+
+def _overlap_blocks(runset: wr.Runset, study: Study | None) -> list:
+    """Each round's mask against the previous round's (logged by every run), then the tickets of different runs
+    at equal density (computed here from the runs' output folders, so only with local runs)."""
+    blocks: list[Any] = [
+        wr.H1("Mask overlap"),
+        wr.P(
+            "Each round's mask against the previous round's: IoU of the kept weights (for IMP, whose masks nest, "
+            "the density ratio) and churn, the fraction of the sparser mask's weights the other prunes (0 when the "
+            "masks nest; high when each round picks its mask afresh)."
+        ),
+        wr.PanelGrid(
+            runsets=[runset],
+            panels=[
+                wr.LinePlot(
+                    title=title,
+                    x="round/density",
+                    y=[key],
+                    log_x=True,
+                    title_x="fraction of weights remaining",
+                    title_y=ylabel,
+                    groupby_aggfunc="mean",
+                    groupby_rangefunc="stddev",
+                    layout=wr.Layout(x=12 * i, y=0, w=12, h=7),
+                )
+                for i, (title, key, ylabel) in enumerate(
+                    (
+                        ("Mask IoU with the previous round", "round/mask_iou_prev", "IoU"),
+                        ("Mask churn since the previous round", "round/mask_churn", "churn"),
+                    )
+                )
+            ],
+        ),
+    ]
+    rows = mask_overlap.pair_rows(mask_overlap.study_overlap(study), list(study.series())) if study else []
+    if rows:
+        blocks += [
+            wr.H2("Tickets of different runs at equal density"),
+            wr.MarkdownBlock(text=mask_overlap.markdown_table(rows)),
+        ]
+    return blocks
 
 
 def _sweep_panels(metric: str, parameters) -> list:

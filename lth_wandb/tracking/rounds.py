@@ -1,5 +1,6 @@
 """The pruning-round axis in W&B: one row per finished round (``round/*`` metrics against ``round``), with a
-picture of where the first layer's kept connections go."""
+picture of where the first layer's kept connections go and how far the mask moved from the previous round's
+(``round/mask_iou_prev``, ``round/mask_churn``, ``round/churn/<tensor>``; see :mod:`lth_wandb.analysis.overlap`)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import wandb
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 
+from lth_wandb.analysis import overlap
 from lth_wandb.lottery.callback import LotteryTicket
 from lth_wandb.tracking import ROUND
 from lth_wandb.tracking.run import sent_before
 
 STEP = "trainer/global_step"  # WandbLogger's x axis for everything it logs
 IMAGE_KEY = "round/mask_first_layer"
+IOU_PREV, CHURN, LAYER_CHURN = "round/mask_iou_prev", "round/mask_churn", "round/churn/"  # vs the previous round
 VAL_ACC, TEST_ACC = "val/acc", "test/acc"
 _MIN_IMAGE_SIDE = 64  # pixels: an 8x8 digit is upscaled 8x so it is visible in the W&B UI
 
@@ -169,9 +172,9 @@ class RoundLogger(RoundCallback):
         run.summary.update({k: v for k, v in summary.items() if v is not None})
 
     def _row_keys(self) -> list[str]:
-        layers = [f"round/density/{name}" for name in self.lottery.masks]
+        layers = [f"{prefix}{name}" for prefix in ("round/density/", LAYER_CHURN) for name in self.lottery.masks]
         fixed = ["round/density", self.best_key, "round/val_acc", "round/test_acc", "round/early_stop_step"]
-        fixed.append("round/early_stop_iteration")
+        fixed += ["round/early_stop_iteration", IOU_PREV, CHURN]
         return [*fixed, *layers, IMAGE_KEY]
 
     def _row(self, entry: dict[str, Any]) -> dict[str, Any]:
@@ -187,9 +190,28 @@ class RoundLogger(RoundCallback):
             "round/early_stop_step": entry["best_step"],
             "round/early_stop_iteration": entry.get("early_stop_iteration"),
             **{f"round/density/{name}": d for name, d in entry["layer_density"].items()},
+            **self._overlap(entry["round"]),
             IMAGE_KEY: self._mask_image(entry["round"]),
         }
         return {k: v for k, v in row.items() if v is not None}
+
+    def _overlap(self, round: int) -> dict[str, float]:
+        """The round's mask against the previous round's: IoU and churn over all pruned tensors, churn per tensor.
+        Round 0 (nothing before it) and a previous mask the callback no longer holds give no keys."""
+        if round < 1:
+            return {}
+        try:
+            before, now = self.lottery.masks_of(round - 1), self.lottery.masks_of(round)
+        except ValueError:
+            return {}
+        if not overlap.compatible(before, now):
+            return {}
+        per_layer = overlap.layer_churn(before, now)
+        return {
+            IOU_PREV: overlap.iou(before, now),
+            CHURN: overlap.churn(before, now),
+            **{f"{LAYER_CHURN}{name}": value for name, value in per_layer.items()},
+        }
 
     def _mask_image(self, round: int) -> wandb.Image | None:
         masks = self.lottery.masks_of(round)  # a resumed run may log an earlier round's row late
