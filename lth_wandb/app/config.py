@@ -101,6 +101,21 @@ class WandbConfig:
 
 
 @dataclass
+class InstabilityConfig:
+    # Linear mode connectivity (Frankle et al. 2020; README, "Instability analysis"). Off by default: it costs two
+    # extra trainings of T - k steps per (round, k), T being round 0's length.
+    enabled: bool = False
+    # The steps k of round 0 to branch from: the dense network after k optimizer steps, and each round's mask on it.
+    steps: list[int] = field(default_factory=lambda: [0])
+    # Which rounds' masks to analyse; None: every round (round 0 is the dense network).
+    rounds: list[int] | None = None
+    # Evenly spaced points on the line between the two copies, both ends included (the paper's 30).
+    points: int = 30
+    # Stable when the error barrier is below this fraction (the paper's 2 percentage points).
+    threshold: float = 0.02
+
+
+@dataclass
 class Config:
     # The network: `_target_` names any nn.Module (wrapped in the Classifier) or LightningModule class.
     model: Any = field(default_factory=lambda: {"_target_": "lth_wandb.models.LeNet300100"})
@@ -111,6 +126,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    instability: InstabilityConfig = field(default_factory=InstabilityConfig)
     experiment: str = "custom"
     seed: int = 0
     # A ticket to train instead of the dense network: a directory written by Ticket.save.

@@ -24,7 +24,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lth_wandb.app import controls, resume
+from lth_wandb.app import controls, instability, resume
 from lth_wandb.app.build import (
     build_datamodule,
     build_logger,
@@ -79,9 +79,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     in_section("pruning", check_schedule, cfg, model)
     check_trainer(cfg)
     steps_per_epoch = in_section("trainer", steps_per_epoch_of, cfg, dm)
-    in_section(
-        "pruning", lottery.check_rewind_step, lottery.steps_per_round or steps_per_epoch * lottery.epochs_per_round
-    )
+    steps_round0 = lottery.steps_per_round or steps_per_epoch * lottery.epochs_per_round
+    in_section("pruning", lottery.check_rewind_step, steps_round0)
+    capture = in_section("instability", instability.capture_for, cfg, lottery, steps_round0)
     checkpoint = resume.ckpt_path(cfg.resume)
     record = in_section("resume", resume.open_record, output_dir, _plain(cfg), cfg.resume is not None)
     logger = in_section("wandb", build_logger, cfg, record.wandb_run_id)
@@ -93,7 +93,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         if logger is not None:
             record_inputs(cfg, logger.experiment)
-        callbacks = [lottery, *wandb_callbacks(cfg, lottery, dm, logger, output_dir)]
+        captures = [capture] if capture is not None else []  # after the lottery: round 0 as it trains
+        callbacks = [lottery, *captures, *wandb_callbacks(cfg, lottery, dm, logger, output_dir)]
         trainer = build_trainer(cfg, steps_per_epoch, callbacks, logger, output_dir)
         trainer.fit(model, datamodule=dm, ckpt_path=checkpoint)
     except BaseException:
@@ -105,8 +106,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"lth-train: interrupted; continue with: lth-train resume={output_dir}", file=sys.stderr)
         sys.exit(130)
     if trainer.is_global_zero:
-        record.finish()
         print_rounds(lottery)
+        if capture is not None:  # 2 trainings per (round, k), after the rounds (lth_wandb/app/instability.py)
+            try:
+                instability.after_fit(cfg, lottery, capture, dm, steps_round0, output_dir, logger)
+            except BaseException:
+                finish(exit_code=1)
+                raise
+        record.finish()
     finish(exit_code=0)  # one W&B run per job, also under -m
     return lottery.summary()
 
