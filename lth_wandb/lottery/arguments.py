@@ -14,6 +14,8 @@ from lth_wandb.pruning.ticket import Ticket
 REWIND_MODES = ("init", "lr", "none")
 CONTROLS = (None, "reinit", "random_mask")
 MODES = ("min", "max")
+# The criteria whose masks follow the weights as they train: random masks and masks chosen at initialisation do not.
+EARLY_BIRD_CRITERIA = ("magnitude", "magnitude_increase", "movement")
 
 
 def check_int(value: Any, name: str, minimum: int, hint: str) -> int:
@@ -163,3 +165,31 @@ def rounds_for(rounds: Any, target_density: float | None, prune_rate: float) -> 
             f"prune_rate={prune_rate} takes {needed} rounds. Hint: give one of the two"
         )
     return needed
+
+
+def check_early_bird(
+    enabled: Any, threshold: Any, window: Any, steps_per_round: Any, criterion: str
+) -> tuple[bool, float, int]:
+    """``early_bird`` (a bool), its ``threshold`` in [0, 1) and ``window`` >= 2; with early_bird on, rounds counted
+    in epochs and a criterion whose mask follows the weights."""
+    if not isinstance(enabled, bool):
+        raise ValueError(f"early_bird={enabled!r} must be true or false. Hint: early_bird=true ends round 0 early")
+    number = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+    if not number or not 0 <= threshold < 1:
+        raise ValueError(
+            f"early_bird_threshold={threshold!r} must be a number in [0, 1): the largest share of mask entries "
+            "that may still change between epochs. Hint: the paper uses 0.1"
+        )
+    window = check_int(window, "early_bird_window", 2, "the paper compares the last 5 epochs' masks")
+    if enabled and steps_per_round is not None:
+        raise ValueError(
+            f"early_bird with steps_per_round={steps_per_round}: the early bird compares masks at epoch ends, "
+            "while steps_per_round ends rounds between steps. Hint: count rounds in epochs (epochs_per_round)"
+        )
+    if enabled and criterion not in EARLY_BIRD_CRITERIA:
+        raise ValueError(
+            f"early_bird with criterion={criterion!r}: its mask does not follow the trained weights, so it would not "
+            f"change between epochs and round 0 would end at the first chance. Allowed: {list(EARLY_BIRD_CRITERIA)}. "
+            "Hint: criterion='magnitude', the paper's"
+        )
+    return enabled, float(threshold), window

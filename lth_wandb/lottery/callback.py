@@ -25,9 +25,11 @@ from torch import nn
 
 from lth_wandb.lottery import guards
 from lth_wandb.lottery.arguments import load_mask_sequence, load_ticket_arg
+from lth_wandb.lottery.early_bird import EarlyBird
 from lth_wandb.lottery.history import RoundHistory, winning_round
 from lth_wandb.lottery.rewind import RoundStates, fresh_values, masked
 from lth_wandb.lottery.rng import rng_state, set_rng_state
+from lth_wandb.lottery.schedule import RoundSchedule
 from lth_wandb.lottery.settings import PruningSettings
 from lth_wandb.pruning import criteria
 from lth_wandb.pruning import masks as M
@@ -35,9 +37,6 @@ from lth_wandb.pruning.prune import prune, shuffle_positions
 from lth_wandb.pruning.ticket import Ticket, check_compatible
 
 STATE_VERSION = 1
-# Lightning warns that max_epochs defaults to 1000 when it is unset; here the callback sets it, so the warning
-# would only mislead.
-_LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
 
 
 class LotteryTicket(pl.Callback):
@@ -75,11 +74,15 @@ class LotteryTicket(pl.Callback):
         masks_from: Sequence[M.Masks] | str | PathLike | None = None,
         target_density: float | None = None,
         steps_per_round: int | None = None,
+        early_bird: bool = False,
+        early_bird_threshold: float = 0.1,
+        early_bird_window: int = 5,
     ):
         masks_path = str(masks_from) if isinstance(masks_from, (str, PathLike)) else None
         settings = PruningSettings(
             rounds, epochs_per_round, prune_rate, scope, layer_rates if layer_rates is not None else {}, parameters,
             criterion, rewind, control, monitor, mode, tolerance, seed, masks_path, target_density, steps_per_round,
+            early_bird, early_bird_threshold, early_bird_window,
         ).validated()  # fmt: skip
         if settings.seed is None:
             settings = replace(settings, seed=int(torch.initial_seed()))
@@ -92,7 +95,7 @@ class LotteryTicket(pl.Callback):
         self.masks: M.Masks = {}
         self._record = RoundHistory(self.monitor, self.mode)
         self._states = RoundStates(self.rewind, spill_dir)
-        self._steps_per_epoch = 0  # optimizer steps per epoch, known from on_train_start
+        self._schedule, self._early_bird = RoundSchedule(settings), EarlyBird(settings)
         self._reinit_source: dict[str, torch.Tensor] = {}  # what the reinit control shuffles; θ0 when empty
         self._module_class = ""
         self._hooks: list[Any] = []
@@ -109,31 +112,24 @@ class LotteryTicket(pl.Callback):
 
     @property
     def total_epochs(self) -> int:
-        """Epochs the Trainer runs: ``epochs_per_round`` for round 0, then :attr:`rewound_epochs` per round."""
-        return self.epochs_per_round + self.rounds * self.rewound_epochs
+        """Epochs the Trainer runs: ``epochs_per_round`` for round 0 (fewer once an early bird ends it), then
+        :attr:`rewound_epochs` per round."""
+        return self._schedule.total_epochs
 
     @property
     def rewound_epochs(self) -> int:
-        """Epochs of a round after round 0. Late rewinding to step k restarts the round k steps in, so it trains
-        what round 0 trained after step k (Frankle et al. 2019, Alg. 2: from W_k to iteration T) and its schedule
-        ends where round 0's ended: ``epochs_per_round - k // steps_per_epoch``. Known from ``on_train_start``."""
-        if not isinstance(self.rewind, int) or not self._steps_per_epoch:
-            return self.epochs_per_round
-        return self.epochs_per_round - self.rewind // self._steps_per_epoch
+        """Epochs of a round after round 0: ``epochs_per_round``, less ``k // steps_per_epoch`` under late
+        rewinding to step k (the round restarts k steps in; known from ``on_train_start``)."""
+        return self._schedule.rewound_epochs
 
     def round_end_step(self, round: int) -> int | None:
         """With ``steps_per_round``: the global step at which ``round`` ends (late rewinding to step k shortens
         every round after round 0 by k). None when rounds are counted in epochs."""
-        if self.steps_per_round is None:
-            return None
-        shorter = self.rewind if isinstance(self.rewind, int) else 0
-        return self.steps_per_round + round * (self.steps_per_round - shorter)
+        return self._schedule.round_end_step(round)
 
     def round_of_epoch(self, epoch: int) -> int:
         """The round that trains in (0-based) ``epoch``."""
-        if epoch < self.epochs_per_round:
-            return 0
-        return 1 + (epoch - self.epochs_per_round) // self.rewound_epochs
+        return self._schedule.round_of_epoch(epoch)
 
     def density(self) -> float:
         """Kept fraction over the prunable weights (1.0 before fit)."""
@@ -191,7 +187,7 @@ class LotteryTicket(pl.Callback):
             return
         self._module_class = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
         guards.check_trainer(trainer, len(self.history))
-        self._set_max_epochs(trainer)
+        self._schedule.set_max_epochs(trainer)
         names = self.check_model(pl_module)
         # A fresh start. When resuming, load_state_dict runs after this and replaces all of it.
         if self._ticket is not None:
@@ -223,14 +219,7 @@ class LotteryTicket(pl.Callback):
         self._enforcer()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.steps_per_round is not None:
-            self.check_rewind_step(self.steps_per_round)
-            trainer.fit_loop.max_epochs = -1  # the step count ends the fit (see _set_max_epochs)
-        else:
-            # max_epochs is still (rounds + 1) * epochs_per_round (setup set it); late rewinding shortens rounds.
-            self._steps_per_epoch = trainer.estimated_stepping_batches // max(1, trainer.fit_loop.max_epochs)
-            self.check_rewind_step(self._steps_per_epoch * self.epochs_per_round)
-            trainer.fit_loop.max_epochs = self.total_epochs
+        self._schedule.start(trainer)
         self._record.round_started_at = time.monotonic()
         self._capture(trainer, pl_module)
 
@@ -264,11 +253,9 @@ class LotteryTicket(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record.epoch_ended(trainer.callback_metrics)
-        if self.steps_per_round is not None:
-            finished_round = trainer.global_step >= self.round_end_step(self.round)
-        else:
-            finished_round = self.round_of_epoch(trainer.current_epoch + 1) > self.round_of_epoch(trainer.current_epoch)
-        if finished_round:
+        if self.round == 0 and self._early_bird.fires(trainer, pl_module, lambda: self._would_be_masks(pl_module)):
+            self._schedule.end_round0(trainer, trainer.current_epoch + 1)
+        if self._schedule.round_ends(trainer, self.round):
             self._finish_round_once(trainer, pl_module)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -286,6 +273,8 @@ class LotteryTicket(pl.Callback):
             "rng": rng_state(),
             **self._record.state_dict(),
             **self._states.state_dict(),
+            **self._schedule.state_dict(),
+            **self._early_bird.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -297,6 +286,8 @@ class LotteryTicket(pl.Callback):
         self.masks = state_dict["masks"]
         self._record.load_state_dict(state_dict)
         self._states.load_state_dict(state_dict)
+        self._schedule.load_state_dict(state_dict)
+        self._early_bird.load_state_dict(state_dict)
         set_rng_state(state_dict.get("rng", {}))
 
     # ----------------------------------------------------------------------------------------------------------
@@ -344,10 +335,15 @@ class LotteryTicket(pl.Callback):
         params, generator = dict(pl_module.named_parameters()), self._generator(new_round, "criterion")
         return criteria.score_all(self.criterion, params, self.masks, reference, generator)
 
+    def _would_be_masks(self, pl_module: pl.LightningModule) -> M.Masks:
+        """Round 1's masks if round 0 ended now: what the early bird watches settle."""
+        return prune(self._scores(pl_module, 1), self.masks, self.prune_rate, self.scope, self.layer_rates)
+
     def _finish_round_once(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._record.has(self.round):
             self._states.record_trained(self.round, pl_module)
             self._record.finish(self.round, self.masks, trainer.global_step, trainer.current_epoch + 1)
+            self._record.entries[-1].update(self._early_bird.entry(self.round))
 
     def _capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
@@ -363,16 +359,6 @@ class LotteryTicket(pl.Callback):
         names = guards.prunable_names(pl_module, self.parameters)
         guards.check_mask_sequence(self._mask_sequence, pl_module, names, self.masks_from)
         return names
-
-    def _set_max_epochs(self, trainer: pl.Trainer) -> None:
-        if self.steps_per_round is not None:
-            trainer.fit_loop.epoch_loop.max_steps = self.round_end_step(self.rounds)
-            return
-        current = trainer.fit_loop.max_epochs
-        if current in (None, -1, _LIGHTNING_DEFAULT_MAX_EPOCHS):
-            trainer.fit_loop.max_epochs = self.total_epochs
-        else:
-            guards.check_max_epochs(current, self.total_epochs, self.rounds, self.epochs_per_round)
 
     def _build_enforcer(self, pl_module: pl.LightningModule) -> None:
         params = dict(pl_module.named_parameters())

@@ -12,6 +12,7 @@ from typing import Any, Union
 
 from lth_wandb.lottery.arguments import (
     check_control,
+    check_early_bird,
     check_int,
     check_layer_rates,
     check_mode,
@@ -64,6 +65,14 @@ class PruningSettings:
             with prune_rate 0.2 is 15 rounds (the paper's 3.6%).
         steps_per_round: the round length in optimizer steps, instead of ``epochs_per_round`` (the paper counts
             iterations: 50K for LeNet). Rounds then begin and end between steps; use step-interval LR schedulers.
+        early_bird: end round 0 early once the mask round 1 would get has settled (You et al. 2020, early-bird
+            tickets): at every epoch end of round 0 the would-be mask is compared with the previous
+            ``early_bird_window - 1`` epochs' masks; when every distance is at most ``early_bird_threshold``,
+            round 0 ends there and the later rounds train as before. Not with ``steps_per_round``.
+        early_bird_threshold: the largest normalised Hamming distance (share of mask entries that differ) that
+            counts as settled, in [0, 1). The paper: 0.1.
+        early_bird_window: masks compared (the newest against each older one), >= 2; round 0 can end at epoch
+            ``early_bird_window`` at the earliest, so it must be below ``epochs_per_round`` to matter. The paper: 5.
     """
 
     rounds: int | None = None
@@ -82,6 +91,9 @@ class PruningSettings:
     masks_from: str | None = None
     target_density: float | None = None
     steps_per_round: int | None = None
+    early_bird: bool = False
+    early_bird_threshold: float = 0.1
+    early_bird_window: int = 5
 
     def validated(self) -> PruningSettings:
         """A copy with every value checked (a ValueError names the bad one) and normalised: ``rounds`` resolved,
@@ -92,6 +104,9 @@ class PruningSettings:
         layer_rates = check_layer_rates(self.layer_rates)
         rate_overrides(layer_rates, layer_rates)  # every rate checked now, not at round 1
         criteria.get(self.criterion)
+        early_bird = check_early_bird(
+            self.early_bird, self.early_bird_threshold, self.early_bird_window, self.steps_per_round, self.criterion
+        )
         return PruningSettings(
             rounds=rounds_for(self.rounds, target, rate),
             epochs_per_round=check_int(self.epochs_per_round, "epochs_per_round", 1, "the paper trains ~50 epochs"),
@@ -111,6 +126,9 @@ class PruningSettings:
             steps_per_round=None if self.steps_per_round is None else check_int(
                 self.steps_per_round, "steps_per_round", 1, "the paper's LeNet rounds are 50000 iterations"
             ),
+            early_bird=early_bird[0],
+            early_bird_threshold=early_bird[1],
+            early_bird_window=early_bird[2],
         )
 
     def as_dict(self) -> dict[str, Any]:
