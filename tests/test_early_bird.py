@@ -136,6 +136,8 @@ def test_early_bird_ends_round_0_where_the_mask_settles(tmp_path):
     assert lottery.history[0]["early_bird_epoch"] == FIRES_AT == lottery.history[0]["end_epoch"]
     assert [h["end_epoch"] for h in lottery.history] == [FIRES_AT, FIRES_AT + 10, FIRES_AT + 20]
     assert "early_bird_epoch" not in lottery.history[1]
+    assert lottery.ticket(0).metadata["early_bird_epoch"] == FIRES_AT
+    assert lottery.ticket(0).metadata["settings"]["early_bird_threshold"] == 0.1
     assert lottery.total_epochs == FIRES_AT + 2 * 10 == run.current_epoch == run.fit_loop.max_epochs
     # What it watched is round 1's mask: the last would-be mask is the mask round 1 trained with.
     assert len(watch.masks) == FIRES_AT
