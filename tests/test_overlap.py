@@ -61,7 +61,8 @@ def test_non_nested_masks():
 def test_empty_masks():
     empty, full = masks(w=[0, 0, 0]), masks(w=[1, 1, 1])
     assert overlap.iou(empty, empty) == 1.0 and overlap.churn(empty, empty) == 0.0  # identical
-    assert overlap.iou(empty, full) == 0.0 and overlap.churn(empty, full) == 1.0
+    # A layer pruned away keeps nothing the other mask pruned: nested, so no churn (but no overlap either).
+    assert overlap.iou(empty, full) == 0.0 and overlap.churn(full, empty) == 0.0
 
 
 def test_chance_iou_is_what_independent_random_masks_share():
@@ -164,6 +165,26 @@ def test_rounds_record_mask_overlap_with_the_previous_round(two_seeds):
         assert row["round/mask_churn"] == 0 and all(row[f"round/churn/{name}"] == 0 for name in layers)
     on_round_axis = {m.get("name"): m.get("step_metric") for m in run.metrics}
     assert on_round_axis["round/mask_iou_prev"] == "round" and on_round_axis[f"round/churn/{layers[0]}"] == "round"
+
+
+AT_INIT = Path(__file__).resolve().parents[1] / "conf" / "pruning" / "magnitude_init.yaml"
+
+
+@pytest.mark.skipif(not AT_INIT.is_file(), reason="needs the at-init criteria (conf/pruning/magnitude_init.yaml)")
+def test_masks_drawn_afresh_each_round_churn(tmp_path):
+    """Random pruning of an at-init criterion draws every round's positions from the full network: not nested."""
+    done = lth_train(tmp_path, "pruning=magnitude_init", "pruning.control=random_mask", "pruning.rounds=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [row for row in read_run(find_runs(tmp_path / "wandb")[0]).history if "round/density" in row]
+    (folder,) = [p.parent for p in (tmp_path / "outputs").rglob("run.json")]
+    before, after = (Ticket.load(folder / "tickets" / f"round-{r}" / "ticket").masks for r in (1, 2))
+    assert rows[2]["round/mask_iou_prev"] == pytest.approx(overlap.iou(before, after))
+    assert rows[2]["round/mask_iou_prev"] < rows[2]["round/density"] / rows[1]["round/density"] - 0.05
+    assert (
+        rows[2]["round/mask_churn"] == pytest.approx(overlap.churn(before, after)) and rows[2]["round/mask_churn"] > 0.1
+    )
+    for name, value in overlap.layer_churn(before, after).items():
+        assert rows[2][f"round/churn/{name}"] == pytest.approx(value)
 
 
 def test_report_compares_the_tickets_of_two_seeds(two_seeds, tmp_path, capsys):

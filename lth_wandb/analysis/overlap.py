@@ -13,7 +13,8 @@ Definitions, with A and B the kept positions of two masks and |·| a count:
   denser mask prunes. It is 0 whenever one mask lies inside the other (every IMP round inside the one before),
   whatever the prune rate, and rises as the sparser mask keeps weights the denser one had cut (revived
   weights, masks chosen afresh each round as at-init criteria or random pruning do). Independent random masks
-  give about 1 − max(dA, dB). Two empty masks have churn 0; one empty and one not, 1.
+  give about 1 − max(dA, dB). An empty mask lies inside every mask: churn 0 (a layer pruned away
+  brings nothing back).
 - **chance IoU** (:func:`chance_iou`): the IoU two independent random masks of densities dA and dB have on
   average, dA·dB / (dA + dB − dA·dB). An IoU near it means the two masks share no more than chance.
 """
@@ -138,9 +139,7 @@ def _iou(both: int, kept_a: int, kept_b: int) -> float:
 
 def _churn(both: int, kept_a: int, kept_b: int) -> float:
     smaller = min(kept_a, kept_b)
-    if smaller == 0:
-        return 0.0 if kept_a == kept_b else 1.0
-    return 1.0 - both / smaller
+    return 1.0 - both / smaller if smaller else 0.0  # an empty mask is nested in any other
 
 
 _MEASURES: dict[str, Measure] = {"iou": iou, "churn": churn}
