@@ -4,6 +4,9 @@ Frankle & Carbin's controls train IMP's *own* masks: each round's mask with surv
 distribution (``reinit``), and random masks at each round's per-layer densities (``random_mask``). This expands to
 a Hydra multirun of the run's own overrides with ``pruning.masks_from=<folder>`` and both controls: one W&B run per
 control, grouped ``controls-of-<run id>``, whose rows lie on the same round axis as the IMP run's.
+``pruning.control=random_mask`` (or ``reinit``) on the command line runs only that one: after a run at
+initialisation (SNIP, GraSP, SynFlow), ``random_mask`` is "Missing the mark"'s check (Frankle et al. 2021): each
+round's mask with its kept positions shuffled within every layer.
 
 Hydra-free, like resume.py: the console entry point rewrites the command line before Hydra composes the config.
 """
@@ -38,9 +41,16 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
             f"rounds={pruning.get('rounds')!r}; controls need a finished IMP run with pruning rounds and no control. "
             "Hint: resume it first, or pick its IMP run"
         )
-    others = [a for a in argv if a not in refs and a not in ("-m", "--multirun")]
+    chosen = [a for a in argv if override_key(a) == "pruning.control"]
+    wanted = chosen[-1].split("=", 1)[1].split(",") if chosen else list(CONTROLS)
+    if not set(wanted) <= set(CONTROLS):
+        raise ResumeError(
+            f"controls={folder} pruning.control={','.join(wanted)}: controls are {list(CONTROLS)}. Hint: "
+            "pruning.control=random_mask runs only the shuffled masks; leave it out for both"
+        )
+    others = [a for a in argv if a not in [*refs, *chosen, "-m", "--multirun"]]
     given = {override_key(a) for a in others}
-    controls = {"pruning.masks_from": quote(folder.resolve()), "pruning.control": ",".join(CONTROLS),
+    controls = {"pruning.masks_from": quote(folder.resolve()), "pruning.control": ",".join(wanted),
                 "wandb.group": f"controls-of-{record.wandb_run_id}"}  # fmt: skip
     inherited = [o for o in saved_overrides(folder) if override_key(o) not in given | set(controls)]
     return ["-m", *inherited, *others, *(f"{key}={value}" for key, value in controls.items())]

@@ -23,7 +23,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
-from lth_wandb.lottery import guards
+from lth_wandb.lottery import guards, init_masks
 from lth_wandb.lottery.arguments import load_mask_sequence, load_ticket_arg
 from lth_wandb.lottery.early_bird import EarlyBird
 from lth_wandb.lottery.history import RoundHistory, winning_round
@@ -303,6 +303,8 @@ class LotteryTicket(pl.Callback):
             # random_mask (each density drawn afresh, as the paper's random pruning).
             new_masks = M.copy_masks(self._mask_sequence[new_round - 1])
             previous = M.full_masks(new_masks)
+        elif criteria.is_at_init(self.criterion):  # θ0 scored afresh each round, from the full network
+            new_masks, previous = init_masks.prune_at_init(self, trainer, pl_module, new_round)
         else:
             scores = self._scores(pl_module, new_round)
             new_masks = prune(scores, self.masks, self.prune_rate, self.scope, self.layer_rates)

@@ -44,7 +44,9 @@ class PruningSettings:
             at half rate). Matching tensors are pruned on their own, at their own rate, in either scope.
         parameters: globs over ``named_parameters()`` names to prune. Default: the ``weight`` of every Linear
             and Conv1/2/3d. Biases and norms are never pruned by default.
-        criterion: ``"magnitude"``, ``"magnitude_increase"``, ``"movement"`` or ``"random"``.
+        criterion: ``"magnitude"``, ``"magnitude_increase"``, ``"movement"`` or ``"random"``; or at
+            initialisation (θ0 scored before training, each round pruned afresh from the full network to IMP's
+            density of that round): ``"snip"``, ``"grasp"``, ``"synflow"`` or ``"magnitude_init"``.
         rewind: ``"init"`` (θ0), an int k (late rewinding to the state after k optimizer steps of round 0),
             ``"lr"`` (keep weights, replay the LR schedule from the start) or ``"none"`` (fine-tune: keep
             weights and optimizer state).
@@ -103,7 +105,7 @@ class PruningSettings:
         rewind = check_rewind(self.rewind)
         layer_rates = check_layer_rates(self.layer_rates)
         rate_overrides(layer_rates, layer_rates)  # every rate checked now, not at round 1
-        criteria.get(self.criterion)
+        criteria.check(self.criterion, rewind)
         early_bird = check_early_bird(
             self.early_bird, self.early_bird_threshold, self.early_bird_window, self.steps_per_round, self.criterion
         )

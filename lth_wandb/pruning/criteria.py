@@ -2,6 +2,9 @@
 
 Each criterion is a pure function ``score(final, reference, generator) -> Tensor`` of the weights at the end of
 the round (``final``) and at the point the round was rewound to or started from (``reference``).
+
+The criteria at initialisation (``snip``, ``grasp``, ``synflow``, ``magnitude_init``; :mod:`.at_init`) score θ0
+instead, before any training, and prune from the full network to the density of the round.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
+
+from lth_wandb.pruning import at_init
 
 Criterion = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Generator | None"], torch.Tensor]
 
@@ -61,15 +66,37 @@ def score_all(
     return scores
 
 
-def get(name: str) -> Criterion:
-    """Look up a criterion by name.
+def is_at_init(name: str) -> bool:
+    """Whether ``name`` scores θ0 before training (SNIP, GraSP, SynFlow, magnitude at init) rather than the weights
+    a round trained to."""
+    return name in at_init.CRITERIA
+
+
+def get(name: str) -> Callable:
+    """Look up a criterion by name: a :data:`Criterion`, or for the criteria at initialisation the scoring
+    function of :mod:`.at_init` (SynFlow's is its whole iterative pruning).
 
     Raises:
         ValueError: unknown name; the message lists the valid ones.
     """
-    try:
+    if name in CRITERIA:
         return CRITERIA[name]
-    except KeyError:
+    if is_at_init(name):
+        return at_init.SCORES.get(name, at_init.synflow)
+    raise ValueError(
+        f"unknown criterion {name!r}; valid criteria: {sorted(CRITERIA)}, and at initialisation: "
+        f"{sorted(at_init.CRITERIA)}. Hint: 'magnitude' is the paper's choice."
+    )
+
+
+def check(name: str, rewind: str | int = "init") -> str:
+    """``name`` if it is a criterion that can run with ``rewind``: masks chosen at initialisation are not nested
+    across rounds, so a round must restart from a rewind point, not from the trained weights of the last one."""
+    get(name)
+    if is_at_init(name) and rewind in ("lr", "none"):
         raise ValueError(
-            f"unknown criterion {name!r}; valid criteria: {sorted(CRITERIA)}. Hint: 'magnitude' is the paper's choice."
-        ) from None
+            f"criterion={name!r} with rewind={rewind!r}: a criterion at initialisation picks every round's mask "
+            "afresh from θ0, so weights the last round pruned would come back at zero. Hint: rewind='init' (the "
+            "papers' setting) or an int step"
+        )
+    return name
