@@ -268,6 +268,11 @@ def test_lth_train_early_bird_logs_the_distances_and_the_epoch_to_wandb(tmp_path
     steps_per_epoch = rounds[0]["trainer/global_step"] // 3
     assert [r["trainer/global_step"] for r in rounds] == [3 * steps_per_epoch, 9 * steps_per_epoch]
     assert max(r.get("epoch", 0) for r in run.history) == 8  # 3 + 6 epochs, 0-based
+    # lth-report counts the compute of each round from round 0's true length.
+    from lth_wandb.report.sources import collect_offline
+
+    (reported,) = collect_offline(tmp_path / "wandb").runs
+    assert [reported.epochs_at(r) for r in reported.rounds] == [3, 9]
 
 
 def test_lth_train_refuses_a_bad_threshold_in_one_line(monkeypatch, tmp_path, capsys):

@@ -179,8 +179,9 @@ class RunRounds:
 
     def epochs_at(self, r: Round) -> float | None:
         """Training epochs from the run's start to the end of round ``r`` (its compute): the round's end step over
-        the steps of one epoch, which are round 0's steps over ``pruning.epochs_per_round``."""
-        first, per_round = self.round(0), self.get("pruning.epochs_per_round")
+        the steps of one epoch, which are round 0's steps over its epochs (``pruning.epochs_per_round``, or fewer
+        where an early bird ended round 0: ``early_bird/epoch``)."""
+        first, per_round = self.round(0), self.summary.get("early_bird/epoch") or self.get("pruning.epochs_per_round")
         if first is None or not first.end_step or not isinstance(per_round, int) or r.end_step is None:
             return None
         return r.end_step / (first.end_step / per_round)
