@@ -130,6 +130,17 @@ def test_step_capture_holds_exact_copies_of_the_state_after_k_steps():
     assert sorted(resumed.states) == [3, 5] and resumed.missing() == [7]
 
 
+def test_step_capture_with_a_lottery_captures_round_0_only():
+    lottery = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5)  # round 0: steps 0..8 (8 batches)
+    capture, everything = StepCapture([3, 8, 10], lottery), StepCapture([3, 8, 10])
+    pl.seed_everything(0, verbose=False)
+    trainer([lottery, capture, everything], limit_val_batches=0).fit(TinyNet(lr=0.05), data())
+    assert sorted(capture.states) == [3] and capture.missing() == [8, 10]  # from step 8 on, round 1 trains
+    assert sorted(everything.states) == [3, 8, 10]
+    pruned = lottery.masks_of(1)["net.0.weight"]
+    assert not everything.states[10]["weights"]["net.0.weight"][~pruned].any()  # what a lottery-blind one catches
+
+
 def test_step_capture_refuses_bad_steps():
     with pytest.raises(ValueError, match=r"steps=\[0, -1\] must be a non-empty list .*Hint: \[0\]"):
         StepCapture([0, -1])
@@ -203,7 +214,23 @@ def test_the_section_refuses_the_reinit_control_and_is_off_by_default():
         app.capture_for(section(), LotteryTicket(rounds=2, control="reinit"), 22)
     assert app.capture_for(OmegaConf.structured(Config), LotteryTicket(rounds=2), 22) is None
     assert app.capture_for(section(steps=[5, 0]), LotteryTicket(rounds=2), 22).steps == [0, 5]
+    assert app.capture_for(section(steps=7), LotteryTicket(rounds=2), 22).steps == [7]  # one step, as sweeps set it
+    with pytest.raises(ValueError, match=r"steps=\['7'\] must be a non-empty list"):
+        app.capture_for(section(steps="7"), LotteryTicket(rounds=2), 22)
     assert app.rounds_to_analyse(None, 2) == [0, 1, 2]
+
+
+def test_the_presets_compose():
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="lth_wandb.conf", version_base="1.3"):
+        default = compose(config_name="config").instability
+        lmc_preset = compose(config_name="config", overrides=["instability=lmc", "instability.steps=5"]).instability
+    assert default.enabled is False and default.points == 30
+    assert lmc_preset.enabled is True and lmc_preset.steps == 5 and lmc_preset.threshold == 0.02
+    assert lmc_preset.rounds is None
 
 
 def test_copy_seeds_come_from_the_run_seed():

@@ -54,7 +54,8 @@ def capture_for(cfg: DictConfig, lottery: LotteryTicket, steps_round0: int) -> S
     section = cfg.instability
     if not section.enabled:
         return None
-    steps = check_steps(list(section.steps))
+    one = isinstance(section.steps, (int, str))  # one step, as a sweep sets it (a str is refused by check_steps)
+    steps = check_steps([section.steps] if one else list(section.steps))
     late = [k for k in steps if k >= steps_round0]
     if late:
         raise ValueError(
@@ -70,7 +71,7 @@ def capture_for(cfg: DictConfig, lottery: LotteryTicket, steps_round0: int) -> S
             "pruning.control=reinit draws fresh values for every round, but the analysis starts from the step-k "
             "weights, so it would not measure the control. Hint: instability.enabled=false for this run"
         )
-    return StepCapture(steps)
+    return StepCapture(steps, lottery)
 
 
 def rounds_to_analyse(rounds: list[int] | None, total: int) -> list[int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
@@ -19,6 +19,9 @@ from torch import nn
 
 from lth_wandb.lottery.rewind import clone_state, masked
 from lth_wandb.pruning import masks as M
+
+if TYPE_CHECKING:
+    from lth_wandb.lottery.callback import LotteryTicket
 
 StateDict = dict[str, torch.Tensor]
 
@@ -42,20 +45,28 @@ def check_steps(steps: Iterable[int]) -> list[int]:
 class StepCapture(pl.Callback):
     """Remembers the model, optimizer and LR-scheduler state after each of ``steps`` optimizer steps of a fit.
 
-    Put it after a ``LotteryTicket`` to capture round 0's dense network (its steps must end before round 0 does).
-    Copies live on the CPU and share no storage with the model or optimizer. It is saved in Lightning checkpoints,
+    Given the run's ``LotteryTicket`` (put this after it in ``callbacks``), it captures during round 0 only: a step
+    past round 0's end (an early bird can end it sooner) stays missing rather than catching a pruned round. Copies
+    live on the CPU and share no storage with the model or optimizer. It is saved in Lightning checkpoints,
     so a resumed run keeps the points it captured before the interruption.
 
     Args:
         steps: the optimizer steps k to capture at (0 is the initialisation).
+        lottery: capture only while it trains round 0; None captures whatever the fit trains.
 
     Attributes:
         states: ``k -> {"weights", "optimizers", "schedulers"}`` for every step captured so far.
     """
 
-    def __init__(self, steps: Iterable[int]):
+    def __init__(self, steps: Iterable[int], lottery: LotteryTicket | None = None):
         self.steps = check_steps(steps)
+        self.lottery = lottery
         self.states: dict[int, dict[str, Any]] = {}
+
+    @property
+    def state_key(self) -> str:
+        # Unique per configuration, so a Trainer can hold several (Lightning refuses two with one key).
+        return self._generate_state_key(steps=self.steps, round0_only=self.lottery is not None)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._capture(trainer, pl_module)
@@ -68,7 +79,7 @@ class StepCapture(pl.Callback):
 
     def _capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step = trainer.global_step  # steps taken so far: the state *after* k steps is seen before step k + 1
-        if step not in self.steps or step in self.states:
+        if step not in self.steps or step in self.states or (self.lottery is not None and self.lottery.round > 0):
             return
         self.states[step] = {
             "weights": clone_state(pl_module.state_dict()),
