@@ -247,6 +247,7 @@ def test_lth_train_writes_instability_json_and_logs_it_to_wandb(tmp_path):
     results = report["results"]
     assert [(r["round"], r["step"]) for r in results] == [(0, 0), (0, 5), (1, 0), (1, 5)]
     assert report["points"] == 7 and report["round_steps"] == 22  # digits: 22 steps an epoch, 1 epoch a round
+    assert report["missing_steps"] == []
     for r in results:
         assert r["alphas"] == lmc.alphas(7) and len(r["errors"]) == 7 and all(0 <= e <= 1 for e in r["errors"])
         assert r["instability"] == pytest.approx(max(r["errors"]) - (r["errors"][0] + r["errors"][-1]) / 2)
@@ -265,6 +266,19 @@ def test_lth_train_writes_instability_json_and_logs_it_to_wandb(tmp_path):
     assert paths["_type"] == "table-file" and paths["nrows"] == 4 * 7
     for number, step in report["earliest_stable_step"].items():
         assert run.summary[f"instability/round-{number}/earliest_stable_step"] == step
+
+
+def test_steps_after_an_early_birds_round_0_are_reported_missing(tmp_path):
+    """An early bird ends round 0 after 2 of its 3 epochs (44 of 66 steps): step 50 never comes in round 0."""
+    early = ("pruning.early_bird=true", "pruning.early_bird_window=2", "pruning.early_bird_threshold=0.95")
+    done = lth_train(tmp_path, "pruning.rounds=1", "pruning.epochs_per_round=3", *early, "logger=none",
+                     "instability.enabled=true", "instability.steps=[0,50]", "instability.rounds=[1]",
+                     "instability.points=3", "hydra.run.dir=run")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "run" / "instability.json").read_text())
+    assert report["missing_steps"] == [50] and report["round_steps"] == 66
+    assert [(r["round"], r["step"], r["steps_trained"]) for r in report["results"]] == [(1, 0, 66)]
+    assert "round 0 ended before steps [50]: not measured" in done.stdout
 
 
 @pytest.mark.slow

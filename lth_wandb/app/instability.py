@@ -106,9 +106,8 @@ def analyse(
     from lth_wandb.lottery.instability import error_on
 
     section = cfg.instability
-    missing = capture.missing()
-    if missing:
-        raise RuntimeError(f"instability: round 0 never reached steps {missing}, so there is nothing to branch from")
+    # Round 0 can end before a requested step when an early bird ends it: those steps have nothing to branch from.
+    steps = [k for k in capture.steps if k in capture.states]
     evaluate_model = _build_model(cfg, dm)
     if cfg.trainer.accelerator in ("gpu", "cuda"):
         evaluate_model.to("cuda")
@@ -116,7 +115,7 @@ def analyse(
     results = []
     for number in rounds_to_analyse(section.rounds, lottery.rounds):
         masks = lottery.masks_of(number)
-        for k in capture.steps:
+        for k in steps:
             started = time.monotonic()
             point = capture.states[k]
             ends = [_train_copy(cfg, dm, point, masks, steps_round0 - k, seed) for seed in copy_seeds(cfg.seed)]
@@ -139,6 +138,7 @@ def analyse(
         "threshold": section.threshold,
         "round_steps": steps_round0,
         "results": results,
+        "missing_steps": capture.missing(),
         "earliest_stable_step": _earliest(results, section.threshold),
     }
     atomic.write_text(Path(run_dir) / REPORT_FILE, json.dumps(report, indent=2) + "\n")
@@ -174,6 +174,8 @@ def print_report(report: dict[str, Any]) -> None:
             f"{100 * r['instability']:.2f} points ({verdict}; ends {100 * r['errors'][0]:.2f}% and "
             f"{100 * r['errors'][-1]:.2f}% test error, {r['seconds']:.1f} s)"
         )
+    if report["missing_steps"]:
+        print(f"instability: round 0 ended before steps {report['missing_steps']}: not measured")
     for number, step in report["earliest_stable_step"].items():
         print(f"instability: round {number} is stable from k={step}" if step is not None else
               f"instability: round {number} is not stable at any measured k")  # fmt: skip
