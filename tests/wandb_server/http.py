@@ -1,7 +1,7 @@
 """The HTTP side of the test server: one ``ThreadingHTTPServer`` on 127.0.0.1 that answers what the SDK sends.
 
 - ``POST /graphql``: GraphQL (executor.py) against the in-memory :class:`~model.Backend`;
-- ``POST /sdk/otel/v1/metrics``: the SDK's telemetry, accepted and dropped;
+- ``POST /sdk/otel/v1/<metrics|logs|traces>``: the SDK's telemetry (OpenTelemetry), accepted and dropped;
 - ``POST /files/<entity>/<project>/<run>/file_stream``: a run's history, summary, console and events;
 - ``PUT``/``GET /storage/<key>``: files the server handed out URLs for (run files, artifact files, manifests);
 - ``GET /artifacts/...``, ``/artifactsV2/...``: artifact files by the MD5 in their path, as the SDK builds them.
@@ -149,9 +149,9 @@ def _handler(server: WandbServer):
                     answer = backend.file_stream(*match.groups(), payload)
                 server._record(f"file_stream {path}", sorted(payload), [])
                 return self._send(200, answer)
-            if path == "/sdk/otel/v1/metrics":
-                # The SDK's own telemetry (OpenTelemetry), sent on a timer once a run lasts long enough: a server
-                # accepts it; it carries nothing the tests read.
+            if path in ("/sdk/otel/v1/metrics", "/sdk/otel/v1/logs", "/sdk/otel/v1/traces"):
+                # The SDK's own telemetry (OpenTelemetry's three signals), sent on a timer once a run lasts long
+                # enough, so more often on a busy machine: a server accepts it; it carries nothing the tests read.
                 server._record(f"POST {path}", len(body), [])
                 return self._send(200, b"", "application/x-protobuf")
             self._unknown(body)
