@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def offline_report(args: argparse.Namespace) -> int:
-    from lth_wandb.report import overlap
+    from lth_wandb.report import early_bird, instability, overlap
     from lth_wandb.report.html import write_html_report
     from lth_wandb.report.sources import collect_offline
     from lth_wandb.report.summary import summary_text
@@ -112,6 +112,10 @@ def offline_report(args: argparse.Namespace) -> int:
         pairs = overlap.pair_rows(report.overlap, list(study.series())) if report.overlap else []
         if pairs:  # tickets of two or more runs at one density
             table += f"\n{OVERLAP_TITLE}\n\n{overlap.markdown_table(pairs)}"
+        if rows := instability.instability_rows(study):
+            table += f"\n{instability.markdown_table(rows)}"
+        if birds := early_bird.early_bird_rows(study):
+            table += f"\n{early_bird.markdown_table(birds)}"
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(table, encoding="utf-8")
         print(f"Table: {args.markdown}")

@@ -17,6 +17,7 @@ STEP = "trainer/global_step"  # the x axis WandbLogger gives every step metric
 CURVE_KEYS = ("val/loss", "val/acc")
 TICKET_TYPE = "lottery-ticket"
 WINNING = "winning"
+INSTABILITY = "round/instability"  # with round/instability_step (k) and round/instability_stable
 VARIANT_LABELS = {
     "ticket": "winning ticket (IMP)",
     "dense": "dense (no pruning)",
@@ -109,6 +110,8 @@ class RunRounds:
         ticket: the latest ticket artifact version aliased ``winning``; None when the run logged none.
         source: where it was read from (a run directory or an API path).
         output_dir: lth-train's output folder of the run (``run.json``, ``tickets/``), "" when not found.
+        instability: the run's ``round/instability`` rows as ``{"round", "step", "instability", "stable"}``
+            (README, "Instability analysis"); ``[]`` when it ran none.
     """
 
     run_id: str
@@ -124,6 +127,7 @@ class RunRounds:
     ticket: TicketArtifact | None = None
     source: str = ""
     output_dir: str = ""
+    instability: list[dict[str, Any]] = field(default_factory=list)
 
     def get(self, key: str, default: Any = None) -> Any:
         """A config value by dotted key (``"pruning.control"``), nested or flat as a sweep sets it."""
@@ -277,9 +281,16 @@ def from_run_record(run: OfflineRun) -> RunRounds:
     monitor = config_value(run.config, "pruning.monitor", "val/loss") or "val/loss"
     best_key = "round/best_" + str(monitor).replace("/", "_")
     rows: dict[int, dict[str, Any]] = {}
-    curve = []
+    curve, instability = [], []
     for row in run.history:
-        if "round" in row and "round/density" in row:
+        if _is_number(row.get(INSTABILITY)) and "round" in row:  # rides the round axis, but is not a round's row
+            instability.append({
+                "round": int(row["round"]),
+                "step": _int(row.get(INSTABILITY + "_step")),
+                "instability": float(row[INSTABILITY]),
+                "stable": bool(row.get(INSTABILITY + "_stable")),
+            })  # fmt: skip
+        elif "round" in row and "round/density" in row:
             rows[int(row["round"])] = row  # a resumed run may log a round twice: the later row wins
         elif STEP in row and any(k in row for k in CURVE_KEYS):
             curve.append((int(row[STEP]), {k: float(row[k]) for k in CURVE_KEYS if _is_number(row.get(k))}))
@@ -316,6 +327,7 @@ def from_run_record(run: OfflineRun) -> RunRounds:
         curve=sorted(curve, key=lambda point: point[0]),
         ticket=winning_ticket(run.artifacts),
         source=str(run.path),
+        instability=instability,
     )
 
 

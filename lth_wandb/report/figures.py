@@ -35,6 +35,8 @@ CAPTIONS = {
     "remaining (log scales): the cost of getting there.",
     "val_curves": "Validation loss during each round; the dot marks the early-stop point, dashed lines a round "
     "that did not finish.",
+    "instability": "Instability: test error along the straight line between two copies trained from the same start "
+    "(round r's mask on the dense network after k steps), one line per weights left and k, mean over seeds.",
     "overlap": "Mask overlap at equal density: IoU of the kept weights between every pair of runs' tickets (1 = the "
     "same mask), one panel per density; rows are numbered as the columns.",
 }

@@ -17,6 +17,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from lth_wandb.report import early_bird, instability
 from lth_wandb.report import overlap as mask_overlap
 from lth_wandb.report.data import VARIANT_LABELS, RunRounds, Study
 from lth_wandb.report.figures import CAPTIONS, figure_bytes, make_figures, save_figures
@@ -31,7 +32,7 @@ h1 { margin-bottom: 4px; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom
 .meta { color: #59636e; margin-top: 0; } .summary { font-size: 16px; background: #f6f8fa; padding: 12px 16px;
        border-left: 4px solid #1f77b4; }
 .figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: 8px 24px; }
-#fig-val_curves, #fig-overlap { grid-column: 1 / -1; }
+#fig-val_curves, #fig-overlap, #fig-instability { grid-column: 1 / -1; }
 figure { margin: 16px 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figcaption { color: #59636e; font-size: 14px; }
 table { border-collapse: collapse; margin: 8px 0 16px; font-size: 14px; }
@@ -77,6 +78,9 @@ def write_html_report(
     masks = mask_overlap.study_overlap(study, at)
     if masks.levels:
         figures["overlap"] = mask_overlap.overlap_figure(masks)
+    paths = instability.path_figure(instability.instability_rows(study))
+    if paths is not None:
+        figures["instability"] = paths
     files = save_figures(figures, out.parent / f"{out.stem}-figures")
     out.write_text(build_html(study, figures, title or default_title(study), at, masks), encoding="utf-8")
     return HtmlReport(out, figures, files, masks)
@@ -107,6 +111,7 @@ def build_html(
         "<h2>Results by density</h2>",
         _density_table(study, at),
         _overlap_table(study, masks),
+        _research_tables(study),
         "<h2>Runs</h2>",
         _runs_table(study),
         _tickets(study),
@@ -200,6 +205,20 @@ def _overlap_table(study: Study, masks: StudyOverlap | None) -> str:
         parts.append("<p>No density has tickets of two runs.</p>")
     if masks.missing:
         parts.append(_table(["run", "tickets not compared"], masks.missing, text_columns={0, 1}))
+    return "\n".join(parts)
+
+
+def _research_tables(study: Study) -> str:
+    """Instability and early-bird tables, each only when some run recorded it."""
+    parts = []
+    rows = instability.instability_rows(study)
+    if rows:
+        table = _table(instability.HEAD, [instability.cells(r) for r in rows], text_columns={0}, table_id="instability")
+        parts += [f"<h2>{_e(instability.TITLE)}</h2>", f"<p>{_e(instability.description(rows))}</p>", table]
+    birds = early_bird.early_bird_rows(study)
+    if birds:
+        table = _table(early_bird.HEAD, [early_bird.cells(r) for r in birds], text_columns={0}, table_id="early-bird")
+        parts += [f"<h2>{_e(early_bird.TITLE)}</h2>", f"<p>{_e(early_bird.DESCRIPTION)}</p>", table]
     return "\n".join(parts)
 
 

@@ -3,8 +3,9 @@
 Blocks: a generated summary paragraph; panel grids filtered to the runs of one group or sweep (accuracy and
 early-stop step vs density, grouped by pruning control; training curves and first-layer masks; each round's mask
 against the previous round's; parallel coordinates and parameter importance for sweeps; the runs table); the
-overlap of the runs' tickets at equal density, as a markdown table, when their output folders are at hand; links
-to the ``winning`` ticket artifacts.
+overlap of the runs' tickets at equal density, as a markdown table, when their output folders are at hand; the
+instability analysis and early-bird tickets (a panel and a table each) when the runs recorded them; links to the
+``winning`` ticket artifacts.
 
 Building needs no server when ``entity`` is given. :func:`report_spec` gives the JSON ``save()`` would send;
 :func:`publish` sends it (that needs a server and credentials).
@@ -21,6 +22,7 @@ import wandb
 import wandb_workspaces.reports.v2 as wr
 from wandb_workspaces import expr
 
+from lth_wandb.report import early_bird, instability
 from lth_wandb.report import overlap as mask_overlap
 from lth_wandb.report.data import TICKET_TYPE, VARIANT_LABELS, Study
 from lth_wandb.report.summary import best_ticket, summary_text
@@ -88,6 +90,8 @@ def build_report(
         wr.H1("Training curves"),
         wr.PanelGrid(runsets=[runset()], panels=_curve_panels()),
         *_overlap_blocks(runset(), study),
+        *instability.wandb_blocks(runset(), study),  # each only when some run recorded it
+        *early_bird.wandb_blocks(runset(), study),
     ]
     if sweep:
         blocks += [wr.H1("Sweep"), wr.PanelGrid(runsets=[runset()], panels=_sweep_panels(metric, parameters))]
