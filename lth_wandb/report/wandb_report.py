@@ -199,23 +199,25 @@ def _runset(entity: str, project: str, group: str | None, sweep: str | None) -> 
     )
 
 
-def _density_panels() -> list:
-    def vs_density(title: str, y: str, ylabel: str, x: int) -> wr.LinePlot:
-        return wr.LinePlot(
-            title=title,
-            x="round/density",
-            y=[y],
-            log_x=True,
-            title_x="fraction of weights remaining",
-            title_y=ylabel,
-            groupby_aggfunc="mean",
-            groupby_rangefunc="stddev",
-            layout=wr.Layout(x=x, y=0, w=12, h=8),
-        )
+def _vs_density(title: str, y: str, ylabel: str, x: int, h: int = 8) -> wr.LinePlot:
+    """``y`` against the fraction of weights left (log scale), mean ± std over a group's runs."""
+    return wr.LinePlot(
+        title=title,
+        x="round/density",
+        y=[y],
+        log_x=True,
+        title_x="fraction of weights remaining",
+        title_y=ylabel,
+        groupby_aggfunc="mean",
+        groupby_rangefunc="stddev",
+        layout=wr.Layout(x=x, y=0, w=12, h=h),
+    )
 
+
+def _density_panels() -> list:
     return [
-        vs_density("Test accuracy vs weights remaining", "round/test_acc", "test accuracy at early stop", 0),
-        vs_density(
+        _vs_density("Test accuracy vs weights remaining", "round/test_acc", "test accuracy at early stop", 0),
+        _vs_density(
             "Early-stop iteration vs weights remaining", "round/early_stop_iteration", "early-stop iteration", 12
         ),
     ]
@@ -250,23 +252,8 @@ def _overlap_blocks(runset: wr.Runset, study: Study | None) -> list:
         wr.PanelGrid(
             runsets=[runset],
             panels=[
-                wr.LinePlot(
-                    title=title,
-                    x="round/density",
-                    y=[key],
-                    log_x=True,
-                    title_x="fraction of weights remaining",
-                    title_y=ylabel,
-                    groupby_aggfunc="mean",
-                    groupby_rangefunc="stddev",
-                    layout=wr.Layout(x=12 * i, y=0, w=12, h=7),
-                )
-                for i, (title, key, ylabel) in enumerate(
-                    (
-                        ("Mask IoU with the previous round", "round/mask_iou_prev", "IoU"),
-                        ("Mask churn since the previous round", "round/mask_churn", "churn"),
-                    )
-                )
+                _vs_density("Mask IoU with the previous round", "round/mask_iou_prev", "IoU", 0, h=7),
+                _vs_density("Mask churn since the previous round", "round/mask_churn", "churn", 12, h=7),
             ],
         ),
     ]
