@@ -14,6 +14,7 @@ from statistics import mean, pstdev
 from typing import Any
 
 from lth_wandb.report.data import RunRounds, Study
+from lth_wandb.report.table import markdown
 
 EPOCH = "early_bird/epoch"
 MAX_DISTANCE = "early_bird/max_distance"
@@ -105,9 +106,7 @@ DESCRIPTION = (
 
 def markdown_table(rows: list[EarlyBirdRow]) -> str:
     """The rows as a GitHub-flavoured markdown table, under a bold title line."""
-    lines = [f"**{TITLE}**", "", "| " + " | ".join(HEAD) + " |", "|---" + "|---:" * (len(HEAD) - 1) + "|"]
-    lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown(HEAD, [cells(row) for row in rows], title=TITLE)
 
 
 def wandb_blocks(runset: Any, study: Study | None) -> list:

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from lth_wandb.analysis.instability import STABLE_BELOW, earliest_stable_step
 from lth_wandb.report.data import INSTABILITY, RunRounds, Study
+from lth_wandb.report.table import markdown
 
 REPORT_FILE = "instability.json"  # what lth-train writes in the run folder (lth_wandb/app/instability.py)
 TITLE = "Instability (linear mode connectivity)"
@@ -158,9 +159,7 @@ def description(rows: list[InstabilityRow]) -> str:
 
 def markdown_table(rows: list[InstabilityRow]) -> str:
     """The rows as a GitHub-flavoured markdown table, under a bold title line."""
-    lines = [f"**{TITLE}**", "", "| " + " | ".join(HEAD) + " |", "|---" + "|---:" * (len(HEAD) - 1) + "|"]
-    lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown(HEAD, [cells(row) for row in rows], title=TITLE)
 
 
 def path_figure(rows: list[InstabilityRow]) -> Figure | None:

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from lth_wandb.analysis import overlap
 from lth_wandb.pruning.ticket import Ticket
 from lth_wandb.report.data import Round, RunRounds, Study
+from lth_wandb.report.table import markdown
 
 TOLERANCE = 0.15  # relative: a round this close to a density level stands for it (as the results table's --at)
 DENSE = 0.9999  # rounds at least this dense are the dense network: all-ones masks, IoU 1 by construction
@@ -151,9 +152,7 @@ def cells(row: PairRow) -> list[str]:
 
 def markdown_table(rows: list[PairRow]) -> str:
     """The rows as a GitHub-flavoured markdown table."""
-    lines = ["| " + " | ".join(HEAD) + " |", "|---|---" + "|---:" * (len(HEAD) - 2) + "|"]
-    lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown(HEAD, [cells(row) for row in rows], text_columns=2)
 
 
 def overlap_figure(result: StudyOverlap) -> Figure:

@@ -9,6 +9,7 @@ the mask.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from statistics import mean, pstdev
 
@@ -77,6 +78,13 @@ def cells(row: DensityRow) -> list[str]:
 
 def markdown_table(rows: list[DensityRow]) -> str:
     """The rows as a GitHub-flavoured markdown table."""
-    lines = ["| " + " | ".join(HEAD) + " |", "|---" + "|---:" * (len(HEAD) - 1) + "|"]
-    lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
+    return markdown(HEAD, [cells(row) for row in rows])
+
+
+def markdown(head: Sequence[str], rows: Iterable[Sequence[str]], text_columns: int = 1, title: str = "") -> str:
+    """A GitHub-flavoured markdown table of cell texts, under a bold ``title`` line if given: the first
+    ``text_columns`` columns left-aligned, the numbers after them right-aligned. Every report table is one."""
+    lines = [f"**{title}**", ""] if title else []
+    lines += ["| " + " | ".join(head) + " |", "|---" * text_columns + "|---:" * (len(head) - text_columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
