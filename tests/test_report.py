@@ -330,6 +330,20 @@ def test_variant_names_the_method_from_the_config():
     assert variant(pruning={"rounds": 0}) == "dense" and variant(pruning={"rounds": 0}, ticket="t") == "saved_ticket"
 
 
+def test_series_are_labelled_by_the_settings_that_differ_and_average_the_seeds():
+    def run(seed, **pruning):
+        return RunRounds(f"r{seed}", config={"seed": seed, "pruning": {"rewind": "init", **pruning}})
+
+    same = Study(runs=[run(0), run(1)])
+    assert {k: [r.run_id for r in v] for k, v in same.series().items()} == {"winning ticket (IMP)": ["r0", "r1"]}
+    birds = Study(runs=[run(s, early_bird=True, early_bird_threshold=t) for s in (0, 1) for t in (0.1, 0.2)])
+    labels = {k: sorted(r.run_id for r in v) for k, v in birds.series().items()}
+    assert labels == {
+        "winning ticket (IMP) (early_bird_threshold=0.1)": ["r0", "r1"],
+        "winning ticket (IMP) (early_bird_threshold=0.2)": ["r0", "r1"],
+    }
+
+
 def test_density_table_averages_seeds_and_counts_compute(study_dir, study, tmp_path, capsys):
     root, _ = study_dir
     rows = {(row.series, row.density): row for row in density_rows(study)}

@@ -28,7 +28,14 @@ VARIANT_LABELS = {
     "random_mask": "random pruning",
 }
 # Pruning settings that make runs different methods, not repeats. Seeds (and anything else) are averaged over.
-SERIES_KEYS = ("pruning.rewind", "pruning.criterion", "pruning.scope", "pruning.prune_rate")
+SERIES_KEYS = (
+    "pruning.rewind",
+    "pruning.criterion",
+    "pruning.scope",
+    "pruning.prune_rate",
+    "pruning.early_bird",
+    "pruning.early_bird_threshold",
+)
 
 
 @dataclass(frozen=True)
