@@ -109,16 +109,34 @@ class CosineNet(TinyNet):
 
 def test_late_rewound_rounds_train_from_step_k_to_round_0s_end():
     """Frankle et al. 2019, Alg. 2: train m*W_k from iteration k to T. With 8 steps per epoch, rewinding to step
-    12 (inside epoch 1) makes each later round one epoch shorter, so its cosine ends where round 0's ended
-    instead of climbing back up for the extra epochs."""
+    12 (inside epoch 1) makes each later round one epoch shorter, so its per-epoch cosine ends where round 0's
+    ended instead of climbing back up for the extra epochs. Rounds in epochs end at epoch ends, so each rewound
+    round trains 12 % 8 = 4 steps more than T - k, and the callback says so."""
     cb = LotteryTicket(rounds=2, epochs_per_round=3, prune_rate=0.3, rewind=12)
-    _, probe = fit(cb, CosineNet(epochs=3))
+    with pytest.warns(
+        UserWarning, match=r"rewind=12 is not a whole number of epochs .* 4 steps more .*steps_per_round=24"
+    ):
+        _, probe = fit(cb, CosineNet(epochs=3))
     lrs = [probe.starts[e]["lr"] for e in sorted(probe.starts)]
     assert len(lrs) == cb.total_epochs == 3 + 2 * 2
     round0 = lrs[:3]
     assert lrs[3:5] == pytest.approx(round0[1:]) and lrs[5:7] == pytest.approx(round0[1:])
     assert [h["end_epoch"] for h in cb.history] == [3, 5, 7]
     assert [h["end_step"] - h["start_step"] for h in cb.history] == [24, 16, 16]
+
+
+def test_a_step_schedule_under_epoch_rounds_needs_a_rewind_step_at_an_epoch_start():
+    """The issue's case: T = 8 steps, k = 6, a cosine stepped every step. Rounds in epochs would train 8 steps from
+    step 6 and end at schedule step 14 of 8 (lr rising again); refused, with the exact alternative."""
+    with pytest.raises(
+        ValueError,
+        match=r"rewind=6 is not a whole number of epochs \(8 optimizer steps each\).*"
+        r"6 steps past.*steps_per_round=8: rewound rounds then train exactly 2 steps",
+    ):
+        fit(LotteryTicket(rounds=1, epochs_per_round=1, rewind=6), StepCosineNet(steps=8))
+    cb = LotteryTicket(rounds=2, steps_per_round=8, rewind=6)
+    fit(cb, StepCosineNet(steps=8))
+    assert [h["end_step"] - h["start_step"] for h in cb.history] == [8, 2, 2]
 
 
 def test_rewind_step_must_leave_something_to_train():
@@ -439,41 +457,56 @@ def test_ticket_before_fit_and_unknown_round():
         cb.ticket(5)
 
 
-def reference_imp_with_clipping(model: torch.nn.Module, batches, rate: float, clip: float, steps: int):
-    """Frankle & Carbin's IMP written from the paper, in plain PyTorch: train, prune each weight matrix by
-    magnitude, rewind survivors to θ0, train f(x; m*w) (pruned gradients are zero) with norm clipping."""
-    theta0 = copy.deepcopy(model.state_dict())
-    masks = {}
+def reference_imp(model, batches, rate, steps, rounds=1, rewind=0, clip=None, momentum=0.0, cosine=False):
+    """Frankle & Carbin's IMP with Frankle et al. 2019's late rewinding, written from the papers in plain PyTorch:
+    round 0 trains T = ``steps`` iterations and keeps W_k (with the optimizer's and schedule's state) at iteration
+    k = ``rewind``; each later round prunes each weight matrix by magnitude, sets the survivors to W_k and trains
+    f(x; m*w) (pruned gradients are zero) from iteration k to T. Batches follow the global iteration count."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
+    half_cosine = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))  # noqa: E731 (StepCosineNet's)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, half_cosine) if cosine else None
+    masks, at_k, iteration = {}, None, 0
 
-    def train(masks):
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        for step in range(steps):
-            x, y = batches[step % len(batches)]
+    def state():
+        states = (model.state_dict(), opt.state_dict(), schedule.state_dict() if schedule else None)
+        return copy.deepcopy(states)
+
+    for number in range(rounds + 1):
+        if number:
+            for name, p in model.named_parameters():
+                if name.endswith("weight"):
+                    kept = p.detach().abs()[masks[name].bool()] if name in masks else p.detach().abs().flatten()
+                    threshold = kept.kthvalue(round(rate * kept.numel())).values
+                    masks[name] = (p.detach().abs() > threshold).float() * masks.get(name, 1.0)
+            weights, opt_state, schedule_state = copy.deepcopy(at_k)
+            model.load_state_dict(weights)
+            opt.load_state_dict(opt_state)
+            if schedule:
+                schedule.load_state_dict(schedule_state)
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name in masks:
+                        p.mul_(masks[name])
+        for step in range(rewind if number else 0, steps):
+            if number == 0 and step == rewind:
+                at_k = state()
+            x, y = batches[iteration % len(batches)]
+            iteration += 1
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x), y).backward()
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     if name in masks:
                         p.grad.mul_(masks[name])
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
-            with torch.no_grad():
+            with torch.no_grad():  # momentum restored from W_k's iteration would move pruned weights: m*w keeps 0
                 for name, p in model.named_parameters():
                     if name in masks:
                         p.mul_(masks[name])
-
-    train(masks)
-    for name, p in model.named_parameters():
-        if name.endswith("weight"):
-            keep = p.numel() - round(rate * p.numel())
-            threshold = p.detach().abs().flatten().kthvalue(p.numel() - keep).values
-            masks[name] = (p.detach().abs() > threshold).float()
-    model.load_state_dict(theta0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name in masks:
-                p.mul_(masks[name])
-    train(masks)
+            if schedule:
+                schedule.step()
     return model.state_dict()
 
 
@@ -484,11 +517,27 @@ def test_gradient_clipping_sees_only_the_survivors_gradients():
 
     pl.seed_everything(0, verbose=False)
     net = PlainSGD()
-    reference = reference_imp_with_clipping(copy.deepcopy(net.net), list(loaders()[0]), rate=0.5, clip=0.05, steps=8)
+    reference = reference_imp(copy.deepcopy(net.net), list(loaders()[0]), rate=0.5, steps=8, clip=0.05)
     cb = LotteryTicket(rounds=1, epochs_per_round=1, prune_rate=0.5)
     fit(cb, net, gradient_clip_val=0.05)
     for name, value in reference.items():
         assert torch.allclose(net.net.state_dict()[name], value, atol=1e-6), name
+
+
+def test_late_rewinding_matches_the_papers_imp_weights_momentum_and_schedule():
+    """Rounds of T = 12 iterations (1.5 epochs), rewinding to k = 5 with SGD momentum and a cosine stepped every
+    iteration: each rewound round restores W_5, the momentum and the schedule at iteration 5 and trains 7
+    iterations, ending where round 0's cosine ended. Equal to the reference, bit for bit, after two rewound rounds."""
+    pl.seed_everything(0, verbose=False)
+    net = StepCosineNet(steps=12, momentum=0.9)
+    reference = reference_imp(
+        copy.deepcopy(net.net), list(loaders()[0]), rate=0.5, steps=12, rounds=2, rewind=5, momentum=0.9, cosine=True
+    )
+    cb = LotteryTicket(rounds=2, steps_per_round=12, rewind=5, prune_rate=0.5)
+    fit(cb, net)
+    assert [h["end_step"] for h in cb.history] == [12, 19, 26]
+    for name, value in reference.items():
+        assert torch.equal(net.net.state_dict()[name], value), name  # bit for bit
 
 
 def test_reinit_draws_from_theta0s_distribution_whatever_the_initialiser():
@@ -613,12 +662,12 @@ def test_one_settings_object_for_callback_app_checkpoint_and_ticket():
 class StepCosineNet(TinyNet):
     """SGD with a cosine over ``steps`` optimizer steps, stepped after every step (Lightning's "step" interval)."""
 
-    def __init__(self, steps: int):
+    def __init__(self, steps: int, momentum: float = 0.0):
         super().__init__(optimizer="sgd", lr=0.1)
-        self.steps = steps
+        self.steps, self.momentum = steps, momentum
 
     def configure_optimizers(self):
-        opt = torch.optim.SGD(self.parameters(), lr=self.lr)
+        opt = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum)
         cosine = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, self.steps) / self.steps))
         )

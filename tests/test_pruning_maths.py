@@ -55,6 +55,17 @@ def test_layerwise_prunes_exact_fraction_of_remaining_each_round():
     assert kept_min >= weights["a"].abs()[~masks["a"]].max()
 
 
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_a_half_count_rounds_up(scope):
+    """README's choice: a round removes floor(p * kept + 1/2). Python's round() would remove 2 of 5 and 4 of 9."""
+    weights = {"five": torch.arange(1.0, 6.0), "nine": torch.arange(1.0, 10.0)}
+    masks = M.full_masks(weights)
+    rates = {} if scope == "layerwise" else {"five": 0.5, "nine": 0.5}  # each on its own in global scope too
+    new = prune(weights, masks, 0.5, scope, rates)
+    assert {name: int((~m).sum()) for name, m in new.items()} == {"five": 3, "nine": 5}
+    assert new["five"].tolist() == [False, False, False, True, True]  # the smallest go
+
+
 def test_global_scope_ranks_across_tensors():
     scores = {"small": torch.full((10,), 1.0), "large": torch.full((10,), 5.0)}
     masks = M.full_masks(scores)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from lth_wandb.pruning import masks as M
@@ -80,6 +81,31 @@ def check_rewind_step(rewind: str | int, steps_round0: int) -> None:
             f"allowed: 0..{steps_round0 - 1}. Hint: late rewinding uses an early step (Frankle et al. rewind "
             "to ~0.1-7% of training)."
         )
+
+
+def check_rewind_epochs(rewind: str | int, steps_per_epoch: int, epochs_per_round: int, trainer: pl.Trainer) -> None:
+    """Rounds counted in epochs end at epoch ends, so a rewound round trains ``epochs_per_round - k // S`` whole
+    epochs (S steps each): ``k % S`` steps more than the paper's T - k. An epoch-interval schedule still ends where
+    round 0's ended; a step-interval one would run past its end (a cosine climbs back up), so it is refused."""
+    extra = rewind % steps_per_epoch if isinstance(rewind, int) and steps_per_epoch else 0
+    if not extra:
+        return
+    total = steps_per_epoch * epochs_per_round
+    hint = (
+        f"Hint: count rounds in steps (steps_per_round={total}: rewound rounds then train exactly {total - rewind} "
+        f"steps), or rewind to a multiple of {steps_per_epoch}"
+    )
+    if any(config.interval == "step" for config in trainer.lr_scheduler_configs):
+        raise ValueError(
+            f"rewind={rewind} is not a whole number of epochs ({steps_per_epoch} optimizer steps each), and rounds "
+            f"counted in epochs end at epoch ends: a rewound round would train {extra} steps past where round 0's "
+            f"step-interval LR schedule ended. {hint}"
+        )
+    rank_zero_warn(
+        f"LotteryTicket: rewind={rewind} is not a whole number of epochs ({steps_per_epoch} optimizer steps each): "
+        f"rewound rounds train {epochs_per_round - rewind // steps_per_epoch} whole epochs, {extra} steps more than "
+        f"round 0 trained after step {rewind}. {hint}"
+    )
 
 
 def check_trainer(trainer: pl.Trainer, rounds_trained: int) -> None:

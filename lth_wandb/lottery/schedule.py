@@ -77,6 +77,7 @@ class RoundSchedule:
         # max_epochs is still (rounds + 1) * epochs_per_round (setup set it); late rewinding shortens rounds.
         self.steps_per_epoch = trainer.estimated_stepping_batches // max(1, trainer.fit_loop.max_epochs)
         guards.check_rewind_step(self.rewind, self.steps_per_epoch * self.epochs_per_round)
+        guards.check_rewind_epochs(self.rewind, self.steps_per_epoch, self.epochs_per_round, trainer)
         trainer.fit_loop.max_epochs = self.total_epochs
 
     def end_round0(self, trainer: pl.Trainer, epochs: int) -> None:

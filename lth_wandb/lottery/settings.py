@@ -47,9 +47,10 @@ class PruningSettings:
         criterion: ``"magnitude"``, ``"magnitude_increase"``, ``"movement"`` or ``"random"``; or at
             initialisation (θ0 scored before training, each round pruned afresh from the full network to IMP's
             density of that round): ``"snip"``, ``"grasp"``, ``"synflow"`` or ``"magnitude_init"``.
-        rewind: ``"init"`` (θ0), an int k (late rewinding to the state after k optimizer steps of round 0),
-            ``"lr"`` (keep weights, replay the LR schedule from the start) or ``"none"`` (fine-tune: keep
-            weights and optimizer state).
+        rewind: ``"init"`` (θ0), an int k (late rewinding to the state after k optimizer steps of round 0; with
+            rounds in epochs, later rounds train whole epochs, ``k % steps_per_epoch`` steps more than T - k),
+            ``"lr"`` (keep weights, replay the LR schedule from the start) or ``"none"`` (fine-tune: keep weights
+            and optimizer state).
         control: ``None``; ``"reinit"`` (same masks, survivors redrawn from θ0's distribution: each pruned tensor's
             θ0 values shuffled, so any initialiser is honoured; biases and other tensors stay at θ0); or
             ``"random_mask"`` (random positions at the per-tensor densities the criterion would give).

@@ -1,7 +1,8 @@
 """Choosing which weights to prune: pure functions from scores and masks to new masks.
 
 Counts are exact: ties are broken by position rather than by a threshold, so a round removes exactly
-``round(rate * kept)`` entries and the density after r rounds is (1 - rate)^r up to rounding.
+``floor(rate * kept + 1/2)`` entries (half up, unlike Python's ``round``, which rounds half to even) and the
+density after r rounds is (1 - rate)^r up to rounding.
 """
 
 from __future__ import annotations
