@@ -606,12 +606,15 @@ def test_resuming_with_other_settings_is_refused():
 @pytest.mark.parametrize("control", ["reinit", "random_mask"])
 def test_controls_train_imps_own_masks_round_by_round(tmp_path, control):
     """The paper's controls: IMP's mask of each round (reinit), or random masks at its per-layer densities
-    (random_mask), rewound every round like IMP, never masks pruned from the control's own weights."""
-    imp = LotteryTicket(rounds=2, epochs_per_round=1, prune_rate=0.5)
+    (random_mask), rewound every round like IMP, never masks pruned from the control's own weights. Global scope,
+    where a control pruning its own weights would also get other per-layer counts."""
+    imp = LotteryTicket(rounds=2, epochs_per_round=1, prune_rate=0.5, scope="global")
     fit(imp)
     for number in (1, 2):
         imp.ticket(number).save(tmp_path / "tickets" / f"round-{number}" / "ticket")
-    cb = LotteryTicket(rounds=2, epochs_per_round=1, prune_rate=0.5, control=control, masks_from=tmp_path, seed=5)
+    cb = LotteryTicket(
+        rounds=2, epochs_per_round=1, prune_rate=0.5, scope="global", control=control, masks_from=tmp_path, seed=5
+    )
     _, probe = fit(cb)
     for number in (1, 2):
         theirs, ours = imp.ticket(number).masks, cb.ticket(number).masks
