@@ -202,6 +202,22 @@ def test_lth_train_end_to_end_offline_run_read_back(tmp_path):
         assert noise not in result.stdout + result.stderr
 
 
+def test_rounds_from_a_target_density_and_lengths_in_steps(tmp_path):
+    """pruning.target_density fixes the rounds ((1 - 0.5)^r <= 0.3: 2 rounds at the demo's 50%), and
+    pruning.steps_per_round=30 makes each round 30 optimizer steps (an epoch of digits is 22): rounds end mid-epoch."""
+    from lth_wandb.tracking.runfiles import find_runs, read_run
+
+    result = lth_train(tmp_path, "pruning.target_density=0.3", "pruning.steps_per_round=30", "scheduler=none")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = read_run(find_runs(tmp_path / "wandb")[0])
+    assert run.config["pruning"]["rounds"] == 2 and run.config["pruning"]["steps_per_round"] == 30
+    rows = [r for r in run.history if "round/density" in r]
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert [30 * r["round"] < r["round/early_stop_step"] <= 30 * (r["round"] + 1) for r in rows] == [True] * 3
+    assert max(r["trainer/global_step"] for r in run.history if "trainer/global_step" in r) <= 90
+    assert torch.load(next(tmp_path.glob("outputs/*/*/checkpoints/last.ckpt")), weights_only=False)["global_step"] == 90
+
+
 def test_failure_during_training_marks_the_run_failed(tmp_path):
     """A full disk at the first checkpoint (injected by tests/faults): one line, exit 1, the W&B run failed."""
     from conftest import subprocess_env
