@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import subprocess
@@ -131,11 +132,18 @@ def wandb_server(_wandb_server, monkeypatch, tmp_path):
     ``wandb.Api()`` reads from it) and an empty artifact cache. The test fails if anything was asked that the
     server does not know; every request is in ``server.log``."""
     server = _wandb_server
+    with all_known(server):
+        for key, value in online_env(server, tmp_path).items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("WANDB_SERVICE", raising=False)
+        yield server
+
+
+@contextlib.contextmanager
+def all_known(server):
+    """Fail if, inside the block, anything was asked that the test server does not know."""
     seen = len(server.unknown)
-    for key, value in online_env(server, tmp_path).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("WANDB_SERVICE", raising=False)
-    yield server
+    yield
     unknown = sorted(set(server.unknown[seen:]))
     assert not unknown, f"the test server was asked for what it does not know: {unknown} (requests: {server.log})"
 

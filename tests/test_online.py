@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import wandb
 import yaml
-from conftest import online_env, subprocess_env
+from conftest import all_known, online_env, subprocess_env
 
 pytestmark = pytest.mark.online
 ENTITY, PROJECT = "tester", "lth-wandb"
@@ -47,7 +47,8 @@ def versions(api, kind: str, name: str) -> dict[int, list[str]]:
 def first_run(_wandb_server, tmp_path_factory):
     """An online lth-train run of 2 rounds that links its winning ticket into a registry."""
     cwd = tmp_path_factory.mktemp("first")
-    result = lth_train(_wandb_server, cwd, "pruning.rounds=2", "wandb.registry=model/lenet-tickets")
+    with all_known(_wandb_server):
+        result = lth_train(_wandb_server, cwd, "pruning.rounds=2", "wandb.registry=model/lenet-tickets")
     assert result.returncode == 0, result.stderr[-3000:]
     return run_id_of(cwd)
 

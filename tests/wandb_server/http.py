@@ -144,10 +144,11 @@ def _handler(server: WandbServer):
                 return self._send(200, server.graphql(json.loads(body)))
             match = re.fullmatch(r"/files/([^/]+)/([^/]+)/([^/]+)/file_stream", path)
             if match:
-                payload = json.loads(body)
+                payload, unknown = json.loads(body), []
                 with server._lock:
-                    answer = backend.file_stream(*match.groups(), payload)
-                server._record(f"file_stream {path}", sorted(payload), [])
+                    answer = backend.file_stream(*match.groups(), payload, unknown)
+                server._record(f"file_stream {path}", {key: sorted(payload[key]) if key == "files" else payload[key]
+                                                      for key in payload}, unknown)  # fmt: skip
                 return self._send(200, answer)
             if path in ("/sdk/otel/v1/metrics", "/sdk/otel/v1/logs", "/sdk/otel/v1/traces"):
                 # The SDK's own telemetry (OpenTelemetry's three signals), sent on a timer once a run lasts long

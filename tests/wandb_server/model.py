@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from .runs import Sweep, View
 
 
+# What wandb-core sends to file_stream (seen with wandb 0.31): anything else is unknown to this server.
+FILE_STREAM_KEYS = {"files", "complete", "exitcode", "uploaded", "preempting", "dropped"}
+
+
 class Entity:
     def __init__(self, backend: Backend, name: str, organization: Organization | None = None):
         self.backend, self.name, self.id = backend, name, gid("Entity")
@@ -182,14 +186,19 @@ class Backend:
                             return artifact
         raise GraphQLError(f"artifact {artifact_id} not found")
 
-    def file_stream(self, entity: str, project: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """A run's streamed files: ``{"files": {name: {"offset": n, "content": [lines]}}, "complete", "exitcode"}``."""
+    def file_stream(self, entity: str, project: str, name: str, payload: dict[str, Any], unknown: list[str]) -> dict:
+        """A run's streamed files: ``{"files": {name: {"offset": n, "content": [lines]}}, "complete", "exitcode"}``.
+        A run, payload key or file this server does not know is appended to ``unknown``."""
         run = self.project(entity, project, create=True).run_map.get(name)
         if run is None:
+            unknown.append(f"file_stream of run {entity}/{project}/{name}, which was never created")
             return {"error": f"run {name} not found"}
         targets = {"wandb-history.jsonl": run.history_lines, "wandb-events.jsonl": run.events}
         targets["output.log"] = run.log_lines
-        for file_name, chunk in payload.get("files", {}).items():
+        unknown += [f"file_stream key {key!r}" for key in sorted(set(payload) - FILE_STREAM_KEYS)]
+        files = payload.get("files", {})
+        unknown += [f"file_stream file {f!r}" for f in sorted(set(files) - set(targets) - {"wandb-summary.json"})]
+        for file_name, chunk in files.items():
             lines = list(chunk.get("content", []))
             if file_name == "wandb-summary.json":
                 if lines:
