@@ -98,9 +98,9 @@ def test_slurm_launcher_asks_for_the_hydra_slurm_defaults_and_takes_overrides(tm
         slurm_launcher(tmp_path / "slurm", {"no_such_parameter": 1})
 
 
-def lth_sweep(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+def lth_sweep(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "lth_wandb.sweeps.cli", *args]
-    return subprocess.run(command, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, cwd=cwd, env=subprocess_env(**env), capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize(
@@ -123,3 +123,13 @@ def test_lth_sweep_without_slurm_says_so(tmp_path):
     assert result.returncode == 2
     assert "--launcher slurm needs SLURM on this machine" in result.stderr and "--launcher local" in result.stderr
 
+
+
+def test_lth_sweep_slurm_without_submitit_says_what_to_install(tmp_path):
+    """A plain install has no submitit (it comes with the hpo extra): one line naming the extra, no traceback."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "submitit.py").write_text("raise ImportError('submitit hidden by the test')\n")
+    result = lth_sweep(tmp_path, str(tiny_grid(tmp_path)), "--launcher", "slurm", PYTHONPATH=str(hide))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "submitit, which is not installed. Hint: pip install 'lth-wandb[hpo]'" in result.stderr

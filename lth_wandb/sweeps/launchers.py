@@ -131,8 +131,13 @@ def run_job(command: list[str], directory: str, changed: dict[str, str], removed
 def slurm_launcher(folder: str | os.PathLike, options: Mapping[str, Any] | None = None) -> SubmititLauncher:
     """``--launcher slurm``: a SLURM executor writing its job files to ``folder``, with ``SLURM_DEFAULTS``
     updated by ``options`` (submitit's names: ``slurm_partition``, ``gpus_per_node``, ``timeout_min``...)."""
-    import submitit
-
+    try:
+        import submitit
+    except ImportError as error:
+        raise ValueError(
+            "--launcher slurm sends runs through submitit, which is not installed. Hint: pip install "
+            "'lth-wandb[hpo]' (or pip install submitit)"
+        ) from error
     try:
         executor = submitit.AutoExecutor(folder=os.fspath(folder), cluster="slurm")
     except RuntimeError as error:  # submitit: 'Could not detect "srun"'
