@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import wandb
 import yaml
 from conftest import all_known, online_env, subprocess_env
+
+from lth_wandb import Ticket
 
 pytestmark = pytest.mark.online
 ENTITY, PROJECT = "tester", "lth-wandb"
@@ -93,6 +96,35 @@ def test_the_registry_holds_the_winning_ticket(first_run, wandb_server):
     linked = api.artifact(f"{wandb_server.backend.ORG}/wandb-registry-model/lenet-tickets:latest")
     winning = api.artifact(f"{ENTITY}/{PROJECT}/ticket-{first_run}:winning")
     assert linked.digest == winning.digest and linked.metadata == winning.metadata
+
+
+def test_controls_of_a_wandb_run_need_only_its_run_path(first_run, wandb_server, tmp_path):
+    """lth-train controls=<entity>/<project>/<run id> where the run's folder is not: its overrides and every round's
+    ticket come from W&B; one run per control trains IMP's masks (reinit: the same masks) and lists the IMP run's
+    round tickets as its inputs; the IMP run's registry link is not inherited."""
+    result = lth_train(wandb_server, tmp_path, f"controls={ENTITY}/{PROJECT}/{first_run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    api = wandb.Api()
+    imp_tickets = {f"ticket-{first_run}:v{n}": n for n in (1, 2)}  # round r is version r
+    controls = {}
+    for record in tmp_path.glob("multirun/*/*/*/run.json"):
+        run = api.run(f"{ENTITY}/{PROJECT}/{json.loads(record.read_text())['wandb_run_id']}")
+        assert run.state == "finished" and run.group == f"controls-of-{first_run}"
+        assert run.config["pruning"]["rounds"] == 2 and run.config["wandb"]["registry"] is None
+        assert sorted(a.name for a in run.used_artifacts()) == sorted(imp_tickets)
+        controls[run.config["pruning"]["control"]] = run.id
+    assert sorted(controls) == ["random_mask", "reinit"]
+    for number in (1, 2):
+        imp = Ticket.load(api.artifact(f"{ENTITY}/{PROJECT}/ticket-{first_run}:round-{number}").download())
+        reinit = Ticket.load(api.artifact(f"{ENTITY}/{PROJECT}/ticket-{controls['reinit']}:round-{number}").download())
+        assert all(torch.equal(imp.masks[name], reinit.masks[name]) for name in imp.masks)
+
+
+def test_controls_of_a_wandb_run_that_cannot_be_fetched_fail_in_one_line(wandb_server, tmp_path):
+    result = lth_train(wandb_server, tmp_path, f"controls={ENTITY}/{PROJECT}/nosuchrun")
+    assert result.returncode == 2
+    assert "is neither a local run folder nor a W&B run that could be fetched" in result.stderr
+    assert not (tmp_path / "multirun").exists()
 
 
 def test_a_ticket_from_the_server_trains_again_with_lineage_and_winning_latest_retention(

@@ -8,6 +8,7 @@ which ``lth-train --cfg job``, ``--help`` and a misspelt override should not wai
 from __future__ import annotations
 
 import inspect
+import shutil
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -269,10 +270,15 @@ def load_cfg_ticket(cfg: DictConfig, model: pl.LightningModule):
     return ticket
 
 
-def record_inputs(cfg: DictConfig, run) -> None:
-    """Lineage: the ticket artifact this run trains, or, for controls, the source run's ticket of every round."""
-    from lth_wandb.tracking.tickets import record_ticket_use
+def record_inputs(cfg: DictConfig, run, output_dir: Path) -> None:
+    """Lineage: the ticket artifact this run trains, or, for controls, the source run's ticket of every round. And
+    the run's own overrides as a run file, so its controls can be run from W&B (``controls=entity/project/id``)."""
+    from lth_wandb.tracking.tickets import OVERRIDES_FILE, record_ticket_use
 
+    overrides = output_dir / ".hydra" / OVERRIDES_FILE
+    if overrides.is_file():  # copied in first: run.save of a file elsewhere symlinks it, with a warning
+        saved = shutil.copyfile(overrides, Path(run.dir) / OVERRIDES_FILE)
+        run.save(str(saved), base_path=run.dir, policy="now")
     if cfg.ticket is not None:
         record_ticket_use(run, cfg.ticket)
     source = resume.RunRecord.read(cfg.pruning.masks_from) if cfg.pruning.masks_from else None

@@ -1,9 +1,11 @@
-"""``lth-train controls=<IMP run folder>``: the paper's controls of a finished IMP run, in one command.
+"""``lth-train controls=<IMP run folder or entity/project/run id>``: the paper's controls of a finished IMP run, in
+one command.
 
 Frankle & Carbin's controls train IMP's *own* masks: each round's mask with survivors redrawn from the initial
 distribution (``reinit``), and random masks at each round's per-layer densities (``random_mask``). This expands to
 a Hydra multirun of the run's own overrides with ``pruning.masks_from=<folder>`` and both controls: one W&B run per
-control, grouped ``controls-of-<run id>``, whose rows lie on the same round axis as the IMP run's.
+control, grouped ``controls-of-<run id>``, whose rows lie on the same round axis as the IMP run's. A W&B run is
+first brought into ``fetched-runs/<run id>/`` (its overrides and the ticket artifact of every round).
 ``pruning.control=random_mask`` (or ``reinit``) on the command line runs only that one: after a run at
 initialisation (SNIP, GraSP, SynFlow), ``random_mask`` is "Missing the mark"'s check (Frankle et al. 2021): each
 round's mask with its kept positions shuffled within every layer.
@@ -14,12 +16,14 @@ Hydra-free, like resume.py: the console entry point rewrites the command line be
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from lth_wandb.app.resume import ResumeError, RunRecord, override_key, quote, saved_overrides
 
 CONTROLS = ("reinit", "random_mask")
+WANDB_RUN = re.compile(r"[^/\s]+/[^/\s]+/[^/\s]+")  # entity/project/run id
 
 
 def expand_argv(argv: Sequence[str]) -> list[str]:
@@ -27,12 +31,15 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
     refs = [a for a in argv if override_key(a) == "controls"]
     if not refs:
         return list(argv)
-    folder = Path(os.path.expanduser(refs[-1].split("=", 1)[1]))
+    ref = refs[-1].split("=", 1)[1]
+    folder = Path(os.path.expanduser(ref))
+    if not folder.exists() and WANDB_RUN.fullmatch(ref):
+        folder = fetch_wandb_run(ref)
     record = RunRecord.read(folder) if folder.is_dir() else None
     if record is None:
         raise ResumeError(
             f"controls={folder}: not an lth-train run folder (no run.json). Hint: pass the outputs/<date>/<time> "
-            "folder of a finished IMP run"
+            "folder of a finished IMP run, or its W&B run as entity/project/<run id>"
         )
     pruning = record.config.get("pruning", {})
     if record.status != "finished" or pruning.get("control") is not None or not pruning.get("rounds"):
@@ -52,5 +59,21 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
     given = {override_key(a) for a in others}
     controls = {"pruning.masks_from": quote(folder.resolve()), "pruning.control": ",".join(wanted),
                 "wandb.group": f"controls-of-{record.wandb_run_id}"}  # fmt: skip
-    inherited = [o for o in saved_overrides(folder) if override_key(o) not in given | set(controls)]
+    # A control's masks are IMP's, not a ticket of its own: the IMP run's registry link is not inherited.
+    dropped = given | set(controls) | {"wandb.registry"}
+    inherited = [o for o in saved_overrides(folder) if override_key(o) not in dropped]
     return ["-m", *inherited, *others, *(f"{key}={value}" for key, value in controls.items())]
+
+
+def fetch_wandb_run(path: str) -> Path:
+    """The W&B run ``entity/project/run id`` as a run folder ``fetched-runs/<run id>`` (run.json, overrides, the
+    ticket of every round) that the controls read like one of lth-train's own."""
+    from lth_wandb.tracking.tickets import fetch_run  # W&B is imported only when a run is fetched
+
+    folder = Path("fetched-runs") / path.rsplit("/", 1)[1]
+    try:
+        config, run_id, state = fetch_run(path, folder)
+    except FileNotFoundError as error:
+        raise ResumeError(f"controls={error}") from error
+    RunRecord(folder, config, run_id, "finished" if state == "finished" else state).write()
+    return folder

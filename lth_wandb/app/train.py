@@ -92,7 +92,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         finish = tracking.finish_run
     try:
         if logger is not None:
-            record_inputs(cfg, logger.experiment)
+            record_inputs(cfg, logger.experiment, output_dir)
         captures = [capture] if capture is not None else []  # after the lottery: round 0 as it trains
         callbacks = [lottery, *captures, *wandb_callbacks(cfg, lottery, dm, logger, output_dir)]
         trainer = build_trainer(cfg, steps_per_epoch, callbacks, logger, output_dir)

@@ -1,4 +1,5 @@
-"""Tickets in and out of W&B: load one from a folder or an artifact reference, and record it as a run's input."""
+"""Tickets in and out of W&B: load one from a folder or an artifact reference, record it as a run's input, and
+bring a finished run's tickets of every round (with its command line) to this machine for its controls."""
 
 from __future__ import annotations
 
@@ -50,3 +51,42 @@ def record_ticket_use(run: Any, ref: str | os.PathLike) -> None:
 def _as_path(ref: str | os.PathLike) -> Path:
     """``ref`` read as a local path (``~`` expanded); a W&B reference gives a path that does not exist."""
     return Path(os.path.expanduser(os.fspath(ref)))
+
+
+# The run file holding the Hydra overrides a run was started with (lth-train saves it), so another machine can
+# rebuild the run's configuration from W&B alone.
+OVERRIDES_FILE = "overrides.yaml"
+
+
+def fetch_run(path: str, into: Path) -> tuple[dict[str, Any], str, str]:
+    """The W&B run ``entity/project/run_id`` written into ``into`` as lth-train's run folder would hold it: its
+    overrides in ``.hydra/overrides.yaml`` and the ticket of every pruning round in ``tickets/round-<r>/ticket``.
+    Returns the run's config, id and state."""
+    hint = "Hint: pass the run's lth-train output folder, or entity/project/<run id> of a finished IMP run"
+    try:
+        run = wandb.Api().run(path)
+        config, run_id, state = dict(run.config), run.id, run.state
+    except Exception as error:  # wandb raises several types (CommError, ValueError, UsageError...) for this
+        raise FileNotFoundError(
+            f"{path!r} is neither a local run folder nor a W&B run that could be fetched "
+            f"({type(error).__name__}: {error}). {hint}"
+        ) from error
+    try:
+        run.file(OVERRIDES_FILE).download(root=str(into / ".hydra"), replace=True)
+    except Exception as error:
+        raise FileNotFoundError(
+            f"W&B run {path} has no {OVERRIDES_FILE} (not an lth-train run, or one from before lth-train saved "
+            f"it), so its settings cannot be rebuilt. {hint}"
+        ) from error
+    api, entity, project = wandb.Api(), run.entity, run.project
+    for number in range(1, int(config.get("pruning", {}).get("rounds") or 0) + 1):
+        ref, folder = f"{entity}/{project}/ticket-{run_id}:round-{number}", into / "tickets" / f"round-{number}"
+        try:
+            api.artifact(ref, type=TICKET_TYPE).download(root=str(folder / "ticket"))
+        except Exception as error:
+            raise FileNotFoundError(
+                f"W&B run {path}: its round-{number} ticket {ref} could not be fetched ({type(error).__name__}: "
+                f"{error}); controls need every round's mask. Hint: a run logged with "
+                "wandb.retention=winning_latest keeps only two versions: use its output folder instead"
+            ) from error
+    return config, run_id, state
