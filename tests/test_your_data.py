@@ -1,11 +1,13 @@
 """Your own LightningDataModule in lth-train (data._target_): 1-D signals from a module outside the package train,
 prune, log and report; a DataModule that lacks what the run needs fails in one line."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import lth_train_main, subprocess_env
 
 from lth_wandb.tracking.runfiles import find_runs, read_run
@@ -37,7 +39,8 @@ def test_your_datamodule_trains_prunes_logs_and_reports(tmp_path):
 def run_main(monkeypatch, tmp_path, *args, expect_exit=True):
     monkeypatch.syspath_prepend(str(USERPKG))
     quick = ["logger=none", "pruning.rounds=0", "pruning.epochs_per_round=1", "trainer.enable_progress_bar=false"]
-    return lth_train_main(monkeypatch, tmp_path, *quick, *args, expect_exit=expect_exit)
+    flags = list(args[:2]) if args[:1] == ("--config-dir",) else []  # Hydra's flags before the overrides
+    return lth_train_main(monkeypatch, tmp_path, *flags, *quick, *args[len(flags) :], expect_exit=expect_exit)
 
 
 @pytest.mark.parametrize(
@@ -47,10 +50,16 @@ def run_main(monkeypatch, tmp_path, *args, expect_exit=True):
         (["data._target_=torch.nn.Identity"], "data._target_ built a Identity, not a LightningDataModule"),
         (["data._target_=signals.NoClasses"], "NoClasses does not say how many classes it has"),
         (["data._target_=signals.Signals", "+data.bogus=1"], "unexpected keyword argument 'bogus'"),
+        (["data._target_=signals.Signals", "data.root=/x"], "data.root='/x' is a setting of lth-train's built-in "
+         "datasets, and signals.Signals takes no 'root' (it takes ['num_samples', 'batch_size', 'seed', 'with_test'])"),
+        (["data._target_=signals.Signals", "+data.seed=1", "+data.options.seed=2"], "data.seed and data.options.seed"),
+        (["--config-dir", "{conf}", "data=extra_key"], "Hint: your own DataModule's arguments go in as +data.<arg>"),
+        (["--config-dir", "{conf}", "data=bad_option"], "unexpected keyword argument 'bogus'"),
     ],
 )
 def test_a_datamodule_that_lacks_what_the_run_needs_fails_in_one_line(monkeypatch, tmp_path, capsys, args, message):
-    assert run_main(monkeypatch, tmp_path, *args) == 2
+    conf = data_yamls(tmp_path)
+    assert run_main(monkeypatch, tmp_path, *[a.format(conf=conf) for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lth-train: error: ") and message in err[0], err
 
@@ -59,3 +68,34 @@ def test_a_model_given_its_own_sizes_needs_none_from_the_datamodule(monkeypatch,
     args = ["data._target_=signals.NoClasses", "model=tiny_mlp", "+model.num_classes=3"]
     run_main(monkeypatch, tmp_path, *args, expect_exit=False)  # trains: no SystemExit
     assert list(tmp_path.glob("outputs/*/*/checkpoints/last.ckpt"))
+
+
+def data_yamls(tmp_path: Path) -> Path:
+    """A --config-dir with data YAMLs for the Signals DataModule: its arguments under options (the way that works),
+    at the top level (refused by the data schema), and an argument it does not take."""
+    (tmp_path / "conf" / "data").mkdir(parents=True)
+    for name, extra in (("signals", "options: {num_samples: 300}"), ("extra_key", "num_samples: 300"),
+                        ("bad_option", "options: {bogus: 1}")):  # fmt: skip
+        (tmp_path / "conf" / "data" / f"{name}.yaml").write_text(f"_target_: signals.Signals\n{extra}\n")
+    return tmp_path / "conf"
+
+
+def test_a_data_yaml_passes_its_options_to_your_datamodule(monkeypatch, tmp_path):
+    """options: {num_samples: 300} reaches Signals: 150 training samples in lth-train's batches of 60 are 3 steps
+    an epoch (its default 600 would make 5)."""
+    run_main(monkeypatch, tmp_path, "--config-dir", str(data_yamls(tmp_path)), "data=signals", expect_exit=False)
+    (checkpoint,) = tmp_path.glob("outputs/*/*/checkpoints/last.ckpt")
+    assert torch.load(checkpoint, weights_only=False)["global_step"] == 3
+
+
+def test_the_readmes_datamodule_trains_as_written(monkeypatch, tmp_path):
+    """README's "Your own data" example, copied from README.md as it stands, on 200 random (40,) signals."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(# mypkg/signals.py.*?)```", readme, re.S).group(1)
+    (tmp_path / "readme_pkg").mkdir()
+    (tmp_path / "readme_pkg" / "readme_signals.py").write_text(code)
+    torch.save((torch.randn(200, 40), torch.randint(0, 5, (200,))), tmp_path / "signals.pt")
+    monkeypatch.syspath_prepend(str(tmp_path / "readme_pkg"))
+    args = ["data._target_=readme_signals.Signals", f"+data.path={tmp_path / 'signals.pt'}", "model=tiny_mlp"]
+    run_main(monkeypatch, tmp_path, *args, expect_exit=False)
+    assert next(tmp_path.glob("outputs/*/*/checkpoints/last.ckpt")).stat().st_size > 0

@@ -81,15 +81,32 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
 
 
 def build_your_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    """``data._target_`` with its own arguments (``+data.<arg>=<value>``); ``batch_size``, ``num_workers`` and
-    ``seed`` are passed on too when its constructor takes them."""
+    """``data._target_`` with its own arguments: ``+data.<arg>=<value>`` on the command line, or ``data.options``
+    (a YAML under ``--config-dir`` cannot add keys to the ``data`` schema). lth-train's own data settings go to its
+    constructor when it takes them (``batch_size``, ``num_workers`` and ``seed`` always, the others when set); one
+    that was set but that it does not take is refused rather than silently ignored."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
     target = data.pop("_target_")
-    builtin = {f.name for f in fields(DataConfig)}
-    kwargs = {k: v for k, v in data.items() if k not in builtin}
-    accepted = inspect.signature(hydra.utils.get_class(target)).parameters
-    shared = {"batch_size": data["batch_size"], "num_workers": data["num_workers"], "seed": cfg.seed}
-    kwargs.update({k: v for k, v in shared.items() if k in accepted and k not in kwargs})
+    builtin = {f.name: f.default for f in fields(DataConfig) if f.name not in ("_target_", "options")}
+    kwargs = {k: v for k, v in data.items() if k not in builtin and k != "options"}
+    for key, value in data["options"].items():
+        if key in kwargs:
+            raise ValueError(f"data.{key} and data.options.{key} both set an argument of {target}; keep one")
+        kwargs[key] = value
+    signature = inspect.signature(hydra.utils.get_class(target)).parameters
+    shared = {key: data[key] for key, default in builtin.items() if data[key] != default and key != "name"}
+    shared.update({"batch_size": data["batch_size"], "num_workers": data["num_workers"], "seed": cfg.seed})
+    for key, value in shared.items():
+        if key in kwargs:
+            continue
+        if key in signature:
+            kwargs[key] = value
+        elif key not in ("batch_size", "num_workers", "seed"):
+            raise ValueError(
+                f"data.{key}={value!r} is a setting of lth-train's built-in datasets, and {target} takes no "
+                f"{key!r} (it takes {[p for p in signature if p != 'self']}). Hint: leave data.{key} out, or give "
+                f"your DataModule a {key} argument"
+            )
     return hydra.utils.instantiate({"_target_": target, **kwargs})
 
 

@@ -219,6 +219,9 @@ def _override_hints(message: str) -> list[str]:
     """Hints for Hydra's override errors: the setting a typo meant, and how to write ``layer_rates``."""
     if "layer_rates" in message:
         return [LAYER_RATES_HINT]
+    if "not in 'DataConfig'" in message:
+        return ["Hint: your own DataModule's arguments go in as +data.<arg>=<value> on the command line, or under "
+                "options: in a data YAML (data.options)"]  # fmt: skip
     typo = re.search(r"Could not override '([\w.]+)'", message)
     close = closest_key(typo.group(1)) if typo else None
     return [f"Hint: did you mean {close}?"] if close else []
