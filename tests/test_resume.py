@@ -214,6 +214,10 @@ def test_an_override_that_changes_the_run_is_refused_naming_the_key(tmp_path, un
     assert not (tmp_path / "wandb").exists()
     allowed = finish(lth_train(tmp_path, f"resume={folder}", "trainer.enable_progress_bar=false", "logger=none"))
     assert allowed.returncode == 2 and "logger.name='none' differs" in allowed.stderr
+    command = (folder / ".hydra" / "overrides.yaml").read_text()
+    plain = finish(lth_train(tmp_path, f"resume={folder}"))  # the refused overrides left nothing behind
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert (folder / ".hydra" / "overrides.yaml").read_text() == command  # still the run's first command
 
 
 def test_paths_with_spaces(tmp_path):

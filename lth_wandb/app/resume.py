@@ -26,6 +26,7 @@ import yaml
 from lth_wandb import atomic
 
 RUN_FILE = "run.json"
+RESUMED_SUBDIR = ".hydra-resumed"  # where Hydra records a resumed start
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # Keys a resumed run may change: they decide how the run is shown or fed, not what it computes.
 MAY_CHANGE = ("resume", "trainer.enable_progress_bar", "data.num_workers", "wandb.mode")
@@ -135,7 +136,10 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
     resume_to = checkpoint if checkpoint is not None else folder
     given = {override_key(a) for a in others}
     saved = [o for o in saved_overrides(folder) if override_key(o) not in given]
-    return [*saved, *others, f"resume={quote(resume_to)}", f"hydra.run.dir={quote(folder)}"]
+    # Hydra writes each start's config and overrides; kept apart, .hydra/ stays the run's first command, so a
+    # refused override (or a resume's own) never becomes one the next resume inherits.
+    hydra = [f"hydra.run.dir={quote(folder)}", f"hydra.output_subdir={RESUMED_SUBDIR}"]
+    return [*saved, *others, f"resume={quote(resume_to)}", *hydra]
 
 
 def locate(ref: str) -> tuple[Path | None, Path | None]:
