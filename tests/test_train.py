@@ -1,5 +1,6 @@
 """lth-train: every config option composes and builds; bad invocations fail in one line; packaging."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -256,6 +257,13 @@ def test_failure_during_training_marks_the_run_failed(tmp_path):
         (["ticket=/nonexistent/ticket"], "ticket: ticket='/nonexistent/ticket' is neither"),
         (["resume=/nonexistent/last.ckpt"], "resume=/nonexistent/last.ckpt: no such file or folder"),
         (["resume=last"], "resume=last: no run under ./outputs"),
+        (["trainer.precision=17"], "trainer: Precision '17' is invalid"),
+        (["trainer.strategy=bogus"], "trainer: You selected an invalid strategy name"),
+        (["trainer.devices=0"], "trainer: `Trainer(devices=0)` value is not a valid input"),
+        (["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps=0 must be >= 1"),
+        (["trainer.log_every_n_steps=-1"], "trainer.log_every_n_steps=-1 must be >= 1"),
+        (["wandb.retention=bogus"], "wandb: retention='bogus' is not one of ['all', 'winning_latest']"),
+        (["wandb.artifact_ttl_days=-1"], "wandb: ttl_days=-1 must be a whole number of days >= 1"),
     ],
 )
 def test_user_mistakes_fail_in_one_line_before_wandb_starts(monkeypatch, tmp_path, capsys, args, message):
@@ -270,6 +278,33 @@ def test_resume_of_a_file_that_is_not_a_checkpoint(monkeypatch, tmp_path, capsys
     (tmp_path / "last.ckpt").write_text("not a checkpoint")
     assert run_main(monkeypatch, tmp_path, f"resume={tmp_path / 'last.ckpt'}") == 2
     assert "is not a Lightning checkpoint" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def checkpoint_elsewhere(tmp_path_factory) -> Path:
+    """A checkpoint of a finished 1-round lth-train run, copied out of its run folder."""
+    cwd = tmp_path_factory.mktemp("elsewhere")
+    assert lth_train(cwd, "pruning.rounds=1", "logger=none").returncode == 0
+    return shutil.copy(next(cwd.glob("outputs/*/*/checkpoints/last.ckpt")), cwd / "copied.ckpt")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pruning.rounds=2"], "pruning.rounds=2 (checkpoint: 1) differ from the checkpoint"),
+        (["pruning.rounds=1", "model=tiny_mlp"], "holds another model's weights (net.fc1."),
+        (["pruning.rounds=1", "resume={plain}"], "is not a Lightning checkpoint"),  # a torch.save of a dict
+    ],
+)
+def test_a_checkpoint_from_elsewhere_must_fit_before_wandb_starts(
+    monkeypatch, tmp_path, capsys, checkpoint_elsewhere, args, message
+):
+    torch.save({"w": torch.zeros(3)}, tmp_path / "plain.ckpt")
+    args = [f"resume={checkpoint_elsewhere}", *(a.format(plain=tmp_path / "plain.ckpt") for a in args)]
+    assert run_main(monkeypatch, tmp_path, "pruning.epochs_per_round=1", *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "wandb").exists()
 
 
 def test_ticket_file_errors_name_the_ticket_and_leave_no_run(monkeypatch, tmp_path, capsys):

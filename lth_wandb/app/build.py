@@ -195,10 +195,18 @@ def check_trainer(cfg: DictConfig) -> None:
             f"trainer.val_every_n_steps={t.val_every_n_steps} must be >= 1 (validate every N optimizer steps), or "
             "null to validate once per epoch"
         )
+    if t.checkpoint_every_n_steps is not None and t.checkpoint_every_n_steps < 1:
+        raise ValueError(
+            f"trainer.checkpoint_every_n_steps={t.checkpoint_every_n_steps} must be >= 1 (also save last.ckpt every "
+            "N optimizer steps, for long epochs), or null to save at epoch ends only"
+        )
+    if t.log_every_n_steps < 1:
+        raise ValueError(f"trainer.log_every_n_steps={t.log_every_n_steps} must be >= 1. Hint: the default is 10")
 
 
 def build_trainer(cfg: DictConfig, steps_per_epoch: int, callbacks: list, logger, output_dir: Path) -> pl.Trainer:
     import pytorch_lightning as pl
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     from lth_wandb.app.progress import RoundProgressBar
     from lth_wandb.lottery.checkpoint import AtomicCheckpointIO, LastCheckpoint
@@ -206,22 +214,25 @@ def build_trainer(cfg: DictConfig, steps_per_epoch: int, callbacks: list, logger
     t = cfg.trainer
     # Every epoch end (and every N steps when asked), atomically: a kill or a full disk never costs a run.
     checkpoint = LastCheckpoint(output_dir / "checkpoints", every_n_steps=t.checkpoint_every_n_steps)
-    return pl.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        precision=t.precision,
-        # Lightning refuses an interval longer than the epoch; clamp so small datasets still validate.
-        val_check_interval=min(t.val_every_n_steps, steps_per_epoch) if t.val_every_n_steps else None,
-        limit_train_batches=t.limit_train_batches,
-        log_every_n_steps=t.log_every_n_steps,
-        deterministic=t.deterministic,
-        enable_progress_bar=t.enable_progress_bar,
-        callbacks=[*callbacks, checkpoint, *([RoundProgressBar()] if t.enable_progress_bar else [])],
-        plugins=[AtomicCheckpointIO()],
-        logger=logger if logger is not None else False,
-        default_root_dir=output_dir,
-    )
+    try:
+        return pl.Trainer(
+            accelerator=t.accelerator,
+            devices=t.devices,
+            strategy=t.strategy,
+            precision=t.precision,
+            # Lightning refuses an interval longer than the epoch; clamp so small datasets still validate.
+            val_check_interval=min(t.val_every_n_steps, steps_per_epoch) if t.val_every_n_steps else None,
+            limit_train_batches=t.limit_train_batches,
+            log_every_n_steps=t.log_every_n_steps,
+            deterministic=t.deterministic,
+            enable_progress_bar=t.enable_progress_bar,
+            callbacks=[*callbacks, checkpoint, *([RoundProgressBar()] if t.enable_progress_bar else [])],
+            plugins=[AtomicCheckpointIO()],
+            logger=logger if logger is not None else False,
+            default_root_dir=output_dir,
+        )
+    except MisconfigurationException as error:  # Lightning's word for a bad setting (devices=0, ...)
+        raise ValueError(str(error)) from error
 
 
 def build_logger(cfg: DictConfig, run_id: str | None = None):

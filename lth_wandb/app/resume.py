@@ -168,15 +168,44 @@ def check_checkpoint(path: Path) -> Path:
     """Refuse a file that is not a whole ``torch.save`` archive (wrong file, or cut short) before W&B starts."""
     try:
         with zipfile.ZipFile(path) as archive:
-            ok = any(name.endswith("data.pkl") for name in archive.namelist())
+            pickles = [name for name in archive.namelist() if name.endswith("/data.pkl")]
+            # Lightning's own key, read from the pickle's bytes: nothing is unpickled to check it.
+            ok = bool(pickles) and b"pytorch-lightning_version" in archive.read(pickles[0])
     except (zipfile.BadZipFile, OSError):
         ok = False
     if not ok:
         raise ResumeError(
-            f"resume={path} is not a Lightning checkpoint (not a complete torch.save archive). Hint: pass "
+            f"resume={path} is not a Lightning checkpoint (not a complete torch.save archive of one). Hint: pass "
             f"outputs/<date>/<time>/{CHECKPOINT}"
         )
     return path
+
+
+def check_fits(path: str, model: Any, settings: Mapping[str, Any]) -> None:
+    """The checkpoint must hold this model's tensors and LotteryTicket's state with these ``settings``: checked
+    before W&B starts, where Lightning would find out after it, with a traceback. Matters for a checkpoint from
+    elsewhere; a run's own checkpoint matches its saved config."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    ours = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    theirs = {name: tuple(t.shape) for name, t in state.get("state_dict", {}).items()}
+    differ = sorted(name for name in ours.keys() | theirs.keys() if ours.get(name) != theirs.get(name))
+    if differ:
+        shown = ", ".join(f"{n} {theirs.get(n, 'missing')} vs {ours.get(n, 'missing')}" for n in differ[:3])
+        raise ResumeError(
+            f"resume={path} holds another model's weights ({shown}: checkpoint vs this run). Hint: resume with "
+            "the model and data it was trained with (the overrides of the run that wrote it)"
+        )
+    lottery = [v for key, v in state.get("callbacks", {}).items() if key.split("{")[0] == "LotteryTicket"]
+    saved = lottery[0].get("settings", {}) if lottery else {}
+    changed = sorted(k for k, v in settings.items() if k in saved and saved[k] != v and k != "seed")
+    if not lottery or changed:
+        found = ", ".join(f"pruning.{k}={settings[k]!r} (checkpoint: {saved[k]!r})" for k in changed)
+        raise ResumeError(
+            f"resume={path}: " + (f"{found} differ from the checkpoint" if lottery else "holds no LotteryTicket")
+            + ". Hint: resume with the settings it was trained with (the overrides of the run that wrote it)"
+        )
 
 
 def newest_run() -> Path:

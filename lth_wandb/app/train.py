@@ -83,8 +83,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     in_section("pruning", lottery.check_rewind_step, steps_round0)
     capture = in_section("instability", instability.capture_for, cfg, lottery, steps_round0)
     checkpoint = resume.ckpt_path(cfg.resume)
+    if checkpoint is not None:
+        resume.check_fits(checkpoint, model, lottery.settings.as_dict())
     record = in_section("resume", resume.open_record, output_dir, _plain(cfg), cfg.resume is not None)
+    # W&B starts at the logger's first use (record_inputs): the callbacks and the Trainer, which check their own
+    # settings (retention, precision, strategy, devices...), are built before it.
     logger = in_section("wandb", build_logger, cfg, record.wandb_run_id)
+    captures = [capture] if capture is not None else []  # after the lottery: round 0 as it trains
+    callbacks = [lottery, *captures, *in_section("wandb", wandb_callbacks, cfg, lottery, dm, logger, output_dir)]
+    trainer = in_section("trainer", build_trainer, cfg, steps_per_epoch, callbacks, logger, output_dir)
     finish = lambda exit_code: None  # noqa: E731
     if logger is not None:
         from lth_wandb.tracking import run as tracking
@@ -93,9 +100,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         if logger is not None:
             record_inputs(cfg, logger.experiment, output_dir)
-        captures = [capture] if capture is not None else []  # after the lottery: round 0 as it trains
-        callbacks = [lottery, *captures, *wandb_callbacks(cfg, lottery, dm, logger, output_dir)]
-        trainer = build_trainer(cfg, steps_per_epoch, callbacks, logger, output_dir)
         trainer.fit(model, datamodule=dm, ckpt_path=checkpoint)
     except BaseException:
         finish(exit_code=1)  # the W&B run is marked failed; the error goes on to main()
