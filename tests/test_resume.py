@@ -166,6 +166,20 @@ def test_full_disk_keeps_the_last_checkpoint_and_fails_in_one_line(tmp_path, uni
     assert_same_as(uninterrupted, tmp_path)
 
 
+def test_full_disk_during_a_ticket_write_then_resume(tmp_path, uninterrupted):
+    """The disk fills while round 1's ticket is written: one line, the previous round's files intact, nothing
+    half-written left; resumed once space is back, the tickets equal an uninterrupted run's."""
+    failed = finish(lth_train(tmp_path, *RUN, fault="enospc:*/tickets/round-1/*.tmp:2"))
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    assert failed.stderr.strip().splitlines()[-1].startswith("lth-train: disk full: [Errno 28]"), failed.stderr
+    folder = run_folder(tmp_path)
+    assert not list((folder / "tickets").rglob("*.tmp"))
+    assert tickets(folder).keys() >= {k for k in tickets(run_folder(uninterrupted)) if "round-0" in k}
+    resumed = finish(lth_train(tmp_path, f"resume={folder}"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_as(uninterrupted, tmp_path)
+
+
 def test_a_real_full_disk_during_a_checkpoint(tmp_path, uninterrupted):
     """An 8 MiB tmpfs holds the run folder; filled up after the first checkpoint (needs root to mount)."""
     disk = tmp_path / "disk"

@@ -83,7 +83,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     in_section("pruning", lottery.check_rewind_step, steps_round0)
     capture = in_section("instability", instability.capture_for, cfg, lottery, steps_round0)
     checkpoint = resume.ckpt_path(cfg.resume)
-    if checkpoint is not None:
+    if checkpoint is not None and resume.RunRecord.read(output_dir) is None:  # from elsewhere: no saved config
         resume.check_fits(checkpoint, model, lottery.settings.as_dict())
     record = in_section("resume", resume.open_record, output_dir, _plain(cfg), cfg.resume is not None)
     # W&B starts at the logger's first use (record_inputs): the callbacks and the Trainer, which check their own
