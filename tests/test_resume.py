@@ -150,6 +150,22 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, uninterru
     assert_same_as(uninterrupted, tmp_path)
 
 
+def test_a_checkpoint_every_n_steps_resumes_mid_epoch_into_the_same_run(tmp_path):
+    """trainer.checkpoint_every_n_steps=5 saves inside the 22-step epochs of digits; killed right after the save at
+    step 5, the run resumes from it (not bit-exact mid-epoch: README, Limits) into one W&B run, each round once."""
+    killed = finish(lth_train(tmp_path, *RUN, "trainer.checkpoint_every_n_steps=5",
+                              fault="replace:*/checkpoints/last.ckpt:1"))  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    folder = run_folder(tmp_path)
+    saved = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 5 and saved["epoch"] == 0
+    resumed = finish(lth_train(tmp_path, f"resume={folder}"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ids, rows = round_rows(tmp_path)
+    assert ids == {json.loads((folder / "run.json").read_text())["wandb_run_id"]}
+    assert [r["round"] for r in rows] == [0, 1, 2, 3]
+
+
 def test_full_disk_keeps_the_last_checkpoint_and_fails_in_one_line(tmp_path, uninterrupted):
     failed = finish(lth_train(tmp_path, *RUN, fault="enospc:*/checkpoints/.last.ckpt.*.tmp:3"))
     assert failed.returncode == 1
