@@ -20,6 +20,7 @@ import pytest
 import torch
 from conftest import subprocess_env
 
+from lth_wandb.app.resume import shell_override
 from lth_wandb.tracking.runfiles import find_runs, read_run
 
 pytestmark = pytest.mark.slow
@@ -257,3 +258,6 @@ def test_paths_with_spaces(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     again = finish(lth_train(tmp_path, f"resume={folder / 'checkpoints' / 'last.ckpt'}"))
     assert again.returncode == 0 and "already finished" in again.stdout, again.stderr[-3000:]
+    quoted_too = finish(lth_train(tmp_path, f"resume='{folder}'"))  # Hydra's quoting, as for hydra.run.dir
+    assert quoted_too.returncode == 0 and "already finished" in quoted_too.stdout, quoted_too.stderr[-3000:]
+    assert shell_override(folder) == f'"resume=\'{folder}\'"'  # what lth-train prints to continue a run

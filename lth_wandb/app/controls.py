@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from lth_wandb.app.resume import ResumeError, RunRecord, override_key, quote, saved_overrides
+from lth_wandb.app.resume import ResumeError, RunRecord, override_key, quote, saved_overrides, unquote
 
 CONTROLS = ("reinit", "random_mask")
 WANDB_RUN = re.compile(r"[^/\s]+/[^/\s]+/[^/\s]+")  # entity/project/run id
@@ -31,7 +31,7 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
     refs = [a for a in argv if override_key(a) == "controls"]
     if not refs:
         return list(argv)
-    ref = refs[-1].split("=", 1)[1]
+    ref = unquote(refs[-1].split("=", 1)[1])
     folder = Path(os.path.expanduser(ref))
     if not folder.exists() and WANDB_RUN.fullmatch(ref):
         folder = fetch_wandb_run(ref)

@@ -118,7 +118,7 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
     refs = [a for a in argv if override_key(a) == "resume"]
     if not refs or _launched_rank() > 0:  # DDP ranks are started with rank 0's command line, already expanded
         return list(argv)
-    value = refs[-1].split("=", 1)[1]
+    value = unquote(refs[-1].split("=", 1)[1])
     if value in ("", "null", "None"):
         return list(argv)
     if any(a in ("-m", "--multirun") for a in argv):
@@ -243,6 +243,19 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def unquote(value: str) -> str:
+    """An override value as Hydra reads it: ``'runs/my run'`` (quoted for the shell's sake) is ``runs/my run``."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1].replace("\\" + value[0], value[0]).replace("\\\\", "\\")
+    return value
+
+
+def shell_override(folder: Path) -> str:
+    """``resume=<folder>`` as a user types it in a shell: quoted twice (shell, then Hydra) when it has spaces."""
+    text = f"resume={folder}"
+    return text if " " not in text else f'"resume={quote(folder)}"'
 
 
 def quote(path: Path | str) -> str:

@@ -103,11 +103,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(model, datamodule=dm, ckpt_path=checkpoint)
     except BaseException:
         finish(exit_code=1)  # the W&B run is marked failed; the error goes on to main()
-        print(f"lth-train: continue this run with: lth-train resume={output_dir}", file=sys.stderr)
+        print(f"lth-train: continue this run with: lth-train {resume.shell_override(output_dir)}", file=sys.stderr)
         raise
     if trainer.interrupted:  # Ctrl+C on Lightning versions that return instead of raising
         finish(exit_code=1)
-        print(f"lth-train: interrupted; continue with: lth-train resume={output_dir}", file=sys.stderr)
+        print(f"lth-train: interrupted; continue with: lth-train {resume.shell_override(output_dir)}", file=sys.stderr)
         sys.exit(130)
     if trainer.is_global_zero:
         print_rounds(lottery)
