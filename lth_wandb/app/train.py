@@ -201,9 +201,9 @@ def _app(cfg: DictConfig) -> Any:
 
 # Hydra cannot write `*` in a dict key on the command line, and merges a dict given there into the preset's.
 LAYER_RATES_HINT = (
-    "Hint: a pruning.layer_rates key without * matches a tensor name's end: +pruning.layer_rates={fc1.weight:0.1} "
-    "adds one, pruning.layer_rates={out.weight:0.1} changes one the preset has; to replace a preset's glob keys, "
-    "write layer_rates in a YAML of your own (--config-dir)"
+    "Hint: a pruning.layer_rates key without * matches a tensor name's end, and +pruning.layer_rates="
+    "{fc1.weight:0.1} adds one; a preset's glob keys (such as '*out.weight') cannot be written on the command line: "
+    "to change or remove them, write layer_rates in a pruning YAML of your own (--config-dir)"
 )
 
 
