@@ -558,3 +558,5 @@ def test_lth_sweep_takes_overrides_for_every_run_and_keeps_them(tmp_path, capsys
     assert run.config["pruning"]["rounds"] == 1 and run.config["pruning"]["epochs_per_round"] == 1
     assert lth_sweep(path, "seed=5", "--dir", tmp_path / "other") == 2
     assert "seed is a parameter the sweep varies" in capsys.readouterr().err
+    assert lth_sweep(path, "pruning.prune_rat=0.3", "--dir", tmp_path / "typo") == 2  # composed once, up front
+    assert "did you mean pruning.prune_rate?" in capsys.readouterr().err and not (tmp_path / "typo").exists()

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from os import PathLike
 from pathlib import Path
@@ -36,6 +37,19 @@ def with_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, An
             )
         parameters[key] = {"value": value}
     return {**config, "parameters": parameters} if overrides else config
+
+
+def check_overrides(config: dict[str, Any], overrides: list[str]) -> None:
+    """Fixed overrides of an lth-train sweep are composed once, before any run (``lth-train --cfg job``, a second
+    or two): a misspelt key fails here in one line instead of failing every run."""
+    if not overrides or "lth_wandb.train" not in " ".join(map(str, config.get("command", []))):
+        return
+    command = [sys.executable, "-m", "lth_wandb.train", "--cfg", "job", *overrides]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
+        message = lines[-1].removeprefix("lth-train: error: ").removesuffix(" (LTH_DEBUG=1 shows the traceback)")
+        raise ValueError(f"{' '.join(overrides)}: {message}")
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -103,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         options = dict(_option(text) for text in args.slurm)
         config = with_overrides(agent.load_sweep(args.sweep_file), args.overrides)
+        check_overrides(config, args.overrides)
         check_budget(config, args.count, args.workers)
         with SweepRecord.open(directory, config, args.sweep_file) as record:
             launcher = slurm_launcher(directory / "slurm", options) if args.launcher == "slurm" else None
