@@ -44,6 +44,7 @@ demo: install
 	$(BIN)/lth-train
 	$(BIN)/lth-report --offline wandb/latest-run --html report/report.html
 	@echo "Open report/report.html in a browser: the figures, rounds and tickets of this run"
+	@echo "Then: source $(VENV)/bin/activate, to have lth-train, lth-report, lth-sweep and wandb on your PATH"
 
 test: install
 	$(BIN)/python -m pytest -q
