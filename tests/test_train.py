@@ -291,7 +291,7 @@ def checkpoint_elsewhere(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["pruning.rounds=2"], "pruning.rounds=2 (checkpoint: 1) differ from the checkpoint"),
+        (["pruning.rounds=2"], "settings differ from the checkpoint's: rounds=2 (checkpoint: 1)"),
         (["pruning.rounds=1", "model=tiny_mlp"], "holds another model's weights (net.fc1."),
         (["pruning.rounds=1", "resume={plain}"], "is not a Lightning checkpoint"),  # a torch.save of a dict
     ],

@@ -197,15 +197,18 @@ def check_fits(path: str, model: Any, settings: Mapping[str, Any]) -> None:
             f"resume={path} holds another model's weights ({shown}: checkpoint vs this run). Hint: resume with "
             "the model and data it was trained with (the overrides of the run that wrote it)"
         )
+    from lth_wandb.lottery.guards import check_same_settings
+
     lottery = [v for key, v in state.get("callbacks", {}).items() if key.split("{")[0] == "LotteryTicket"]
-    saved = lottery[0].get("settings", {}) if lottery else {}
-    changed = sorted(k for k, v in settings.items() if k in saved and saved[k] != v and k != "seed")
-    if not lottery or changed:
-        found = ", ".join(f"pruning.{k}={settings[k]!r} (checkpoint: {saved[k]!r})" for k in changed)
+    try:
+        if not lottery:
+            raise ValueError("it holds no LotteryTicket state")
+        check_same_settings(settings, lottery[0].get("settings", {}))
+    except ValueError as error:
         raise ResumeError(
-            f"resume={path}: " + (f"{found} differ from the checkpoint" if lottery else "holds no LotteryTicket")
-            + ". Hint: resume with the settings it was trained with (the overrides of the run that wrote it)"
-        )
+            f"resume={path}: {str(error).split(' Hint:')[0]} Hint: resume with the pruning settings it was trained "
+            "with (the overrides of the run that wrote it)"
+        ) from error
 
 
 def newest_run() -> Path:
