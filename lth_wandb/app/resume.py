@@ -208,7 +208,7 @@ def check_fits(path: str, model: Any, settings: Mapping[str, Any]) -> None:
         raise ResumeError(
             f"resume={path}: {str(error).split(' Hint:')[0]} Hint: resume with the pruning settings it was trained "
             "with (the overrides of the run that wrote it)"
-        ) from error
+        ) from None  # the message above is the cause's, with the app's hint
 
 
 def newest_run() -> Path:
