@@ -1,5 +1,6 @@
 """lth-train: every config option composes and builds; bad invocations fail in one line; packaging."""
 
+import fractions
 import shutil
 import subprocess
 import sys
@@ -294,13 +295,18 @@ def checkpoint_elsewhere(tmp_path_factory) -> Path:
         (["pruning.rounds=2"], "settings differ from the checkpoint's: rounds=2 (checkpoint: 1)"),
         (["pruning.rounds=1", "model=tiny_mlp"], "holds another model's weights (net.fc1."),
         (["pruning.rounds=1", "resume={plain}"], "is not a Lightning checkpoint"),  # a torch.save of a dict
+        (["pruning.rounds=1", "resume={odd}"], "holds objects other than tensors and plain values"),  # never unpickled
     ],
 )
 def test_a_checkpoint_from_elsewhere_must_fit_before_wandb_starts(
     monkeypatch, tmp_path, capsys, checkpoint_elsewhere, args, message
 ):
     torch.save({"w": torch.zeros(3)}, tmp_path / "plain.ckpt")
-    args = [f"resume={checkpoint_elsewhere}", *(a.format(plain=tmp_path / "plain.ckpt") for a in args)]
+    odd = torch.load(checkpoint_elsewhere, weights_only=True)
+    odd["hyper_parameters"]["step"] = fractions.Fraction(1, 3)  # an object beyond tensors and plain values
+    torch.save(odd, tmp_path / "odd.ckpt")
+    given = {"plain": tmp_path / "plain.ckpt", "odd": tmp_path / "odd.ckpt"}
+    args = [f"resume={checkpoint_elsewhere}", *(a.format(**given) for a in args)]
     assert run_main(monkeypatch, tmp_path, "pruning.epochs_per_round=1", *args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err

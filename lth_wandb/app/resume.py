@@ -185,9 +185,17 @@ def check_fits(path: str, model: Any, settings: Mapping[str, Any]) -> None:
     """The checkpoint must hold this model's tensors and LotteryTicket's state with these ``settings``: checked
     before W&B starts, where Lightning would find out after it, with a traceback. Matters for a checkpoint from
     elsewhere; a run's own checkpoint matches its saved config."""
+    import pickle
+
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # tensors and plain values only, as Lightning's own load (torch's default): unpickling can run code
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ResumeError(
+            f"resume={path} holds objects other than tensors and plain values, which torch loads only with "
+            "weights_only=False. Hint: resume a checkpoint lth-train wrote, or load one you trust in your own Trainer"
+        ) from None
     ours = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     theirs = {name: tuple(t.shape) for name, t in state.get("state_dict", {}).items()}
     differ = sorted(name for name in ours.keys() | theirs.keys() if ours.get(name) != theirs.get(name))
