@@ -1,6 +1,6 @@
 """What LotteryTicket refuses before it trains: settings that cannot prune the model, and trainers, optimizers or
 checkpoints under which the rounds would silently go wrong. Each check raises a ValueError that names the value,
-what is allowed and a fix."""
+what is allowed and a fix; a setting that works but departs from the paper is warned about instead."""
 
 from __future__ import annotations
 

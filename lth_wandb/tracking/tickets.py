@@ -30,10 +30,11 @@ def load_ticket(ref: str | os.PathLike) -> Ticket:
     return Ticket.load(download_ticket(os.fspath(ref)))
 
 
-def download_ticket(ref: str) -> Path:
-    """The one place that fetches tickets from a W&B server: download artifact ``ref`` and return its folder."""
+def download_ticket(ref: str, root: str | os.PathLike | None = None) -> Path:
+    """The one place that fetches tickets from a W&B server: download artifact ``ref`` (into ``root``, else W&B's
+    artifact cache) and return its folder."""
     try:
-        return Path(wandb.Api().artifact(ref, type=TICKET_TYPE).download())
+        return Path(wandb.Api().artifact(ref, type=TICKET_TYPE).download(root=None if root is None else str(root)))
     except Exception as error:  # wandb raises several types (CommError, ValueError, UsageError...) for this
         raise FileNotFoundError(
             f"ticket={ref!r} is neither a local ticket directory nor a W&B artifact that could be fetched "
@@ -78,15 +79,15 @@ def fetch_run(path: str, into: Path) -> tuple[dict[str, Any], str, str]:
             f"W&B run {path} has no {OVERRIDES_FILE} (not an lth-train run, or one from before lth-train saved "
             f"it), so its settings cannot be rebuilt. {hint}"
         ) from error
-    api, entity, project = wandb.Api(), run.entity, run.project
     for number in range(1, int(config.get("pruning", {}).get("rounds") or 0) + 1):
-        ref, folder = f"{entity}/{project}/ticket-{run_id}:round-{number}", into / "tickets" / f"round-{number}"
+        ref = f"{run.entity}/{run.project}/ticket-{run_id}:round-{number}"
         try:
-            api.artifact(ref, type=TICKET_TYPE).download(root=str(folder / "ticket"))
-        except Exception as error:
+            download_ticket(ref, root=into / "tickets" / f"round-{number}" / "ticket")
+        except FileNotFoundError as error:
+            cause = error.__cause__
             raise FileNotFoundError(
-                f"W&B run {path}: its round-{number} ticket {ref} could not be fetched ({type(error).__name__}: "
-                f"{error}); controls need every round's mask. Hint: a run logged with "
+                f"W&B run {path}: its round-{number} ticket {ref} could not be fetched ({type(cause).__name__}: "
+                f"{cause}); controls need every round's mask. Hint: a run logged with "
                 "wandb.retention=winning_latest keeps only two versions: use its output folder instead"
-            ) from error
+            ) from cause
     return config, run_id, state
