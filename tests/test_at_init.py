@@ -44,6 +44,37 @@ def test_snip_is_gradient_times_weight_by_hand():
     assert net[0].weight.grad is None  # the module's own gradients are left alone
 
 
+def test_snip_scores_a_batchnorm_net_in_eval_mode_by_hand():
+    # SNIP's authors (is_train: False) and Synaptic-Flow (prune_train_mode=False) score with BatchNorm's running
+    # statistics. z_i = γ_i (h_i - μ_i) / s_i + β_i with h = W x and s_i = sqrt(σ²_i + eps), so for the mean loss
+    # over the batch dL/dW_ij = Σ_b dL/dz_bi γ_i / s_i x_bj, dL/dz_b = (softmax(z_b) - onehot(y_b)) / batch.
+    w, gamma, beta, mu, var = [[1.0, -2.0], [0.5, 1.0]], [2.0, 0.5], [0.1, -0.3], [0.4, -1.0], [4.0, 0.25]
+    bn = nn.BatchNorm1d(2)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor(gamma)), bn.bias.copy_(torch.tensor(beta))
+        bn.running_mean.copy_(torch.tensor(mu)), bn.running_var.copy_(torch.tensor(var))
+    net = nn.Sequential(linear(w), bn).train()
+    xs, ys = [[1.0, 2.0], [-1.0, 0.5]], [1, 0]
+    s = [math.sqrt(v + bn.eps) for v in var]
+    grad = [[0.0, 0.0], [0.0, 0.0]]
+    for x, y in zip(xs, ys, strict=True):
+        h = [sum(w[i][j] * x[j] for j in range(2)) for i in range(2)]
+        z = [gamma[i] * (h[i] - mu[i]) / s[i] + beta[i] for i in range(2)]
+        p = [math.exp(zi) / sum(math.exp(zk) for zk in z) for zi in z]
+        for i in range(2):
+            dz = (p[i] - (i == y)) / len(xs)
+            for j in range(2):
+                grad[i][j] += dz * gamma[i] / s[i] * x[j]
+    expected = torch.tensor([[abs(grad[i][j] * w[i][j]) for j in range(2)] for i in range(2)])
+    batch = (torch.tensor(xs), torch.tensor(ys))
+    scores = at_init.snip(net, ["0.weight"], [batch])["0.weight"]
+    assert torch.allclose(scores, expected, rtol=1e-5)
+    # The module keeps its mode and statistics. Training mode (batch statistics) would give other logits, so scores.
+    assert net.training and torch.equal(bn.running_mean, torch.tensor(mu)) and net[0].weight.grad is None
+    with torch.no_grad():
+        assert not torch.allclose(net(batch[0]), net.eval()(batch[0]))
+
+
 def test_synflow_is_path_flow_by_hand():
     net = nn.Sequential(linear([[1.0, -2.0], [3.0, 0.5]]), linear([[-1.0, 2.0]]))
     names = ["0.weight", "1.weight"]

@@ -1,14 +1,17 @@
 """Pruning at initialisation: criteria that score θ0 before any training, and the masks they choose.
 
 - ``magnitude_init``: |θ0|.
-- ``snip`` (Lee et al. 2019): |g ⊙ θ|, g the loss gradient on the first ``SNIP_BATCHES`` batch(es).
+- ``snip`` (Lee et al. 2019): |g ⊙ θ|, g the loss gradient on the first ``SNIP_BATCHES`` batch(es), in inference
+  (eval) mode, as the authors' code (``is_train: False``) and Synaptic-Flow (``prune_train_mode=False``) score it:
+  a BatchNorm normalises with its running statistics, not the batch's.
 - ``grasp`` (Wang et al. 2020): the paper removes the weights with the *highest* −θ ⊙ Hg (H the Hessian, g the
   gradient; removing them least reduces the gradient flow). Here higher means kept, so the score is θ ⊙ Hg. Hg is
   a Hessian-gradient product by double backprop on a class-balanced sample (``GRASP_SAMPLES_PER_CLASS`` per class)
-  with logits divided by ``GRASP_TEMPERATURE``, as the authors' code (github.com/alecwangcq/GraSP) does.
+  with logits divided by ``GRASP_TEMPERATURE``, in training mode (batch statistics), as the authors' code
+  (github.com/alecwangcq/GraSP) does.
 - ``synflow`` (Tanaka et al. 2020): data-free. Every weight replaced by |θ| (in float64), an all-ones input, R =
   sum of the output, score |∂R/∂θ ⊙ θ|, recomputed with the current mask ``SYNFLOW_ITERATIONS`` times while the
-  density follows d^(k/n), k = 1..n.
+  density follows d^(k/n), k = 1..n. In inference mode, as the authors' code.
 
 The module is called through ``torch.func.functional_call`` on copies of ``state`` (θ0), on the module's device
 (batches are moved there): its own parameters, buffers and gradients are never touched. Pure PyTorch.
@@ -93,11 +96,12 @@ def magnitude_init(module: nn.Module, names: Sequence[str], batches=None, state=
 def snip(
     module: nn.Module, names: Sequence[str], batches: Iterable, state=None, n_batches: int = SNIP_BATCHES
 ) -> Scores:
-    """|g ⊙ θ| with g the cross-entropy gradient summed over the first ``n_batches`` (x, y) batches."""
+    """|g ⊙ θ| with g the cross-entropy gradient summed over the first ``n_batches`` (x, y) batches, the module in
+    eval mode (the SNIP authors' ``is_train: False``)."""
     values, grads = _copies(module, state), None
     for x, y in islice(pairs(batches, "snip"), n_batches):
         params, device = _leaves(values, names), values[names[0]].device
-        loss = F.cross_entropy(_call(module, values, params, x.to(device), train=True), y.to(device))
+        loss = F.cross_entropy(_call(module, values, params, x.to(device), train=False), y.to(device))
         step = torch.autograd.grad(loss, [params[n] for n in names])
         grads = step if grads is None else [a + b for a, b in zip(grads, step, strict=True)]
     if grads is None:
