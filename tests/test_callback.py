@@ -9,6 +9,7 @@ import torch
 from conftest import TinyNet, loaders, trainer
 
 from lth_wandb import LotteryTicket, Ticket
+from lth_wandb.lottery import guards
 from lth_wandb.lottery.history import winning_round
 
 
@@ -137,6 +138,32 @@ def test_a_step_schedule_under_epoch_rounds_needs_a_rewind_step_at_an_epoch_star
     cb = LotteryTicket(rounds=2, steps_per_round=8, rewind=6)
     fit(cb, StepCosineNet(steps=8))
     assert [h["end_step"] - h["start_step"] for h in cb.history] == [8, 2, 2]
+
+
+class EpochStepLRNet(TinyNet):
+    """SGD with the learning rate halved at every epoch end (StepLR, Lightning's default "epoch" interval)."""
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=0.1)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)}
+
+
+def test_rounds_in_steps_refuse_an_epoch_schedule_that_rounds_would_cut_at_other_points():
+    """The IMP reference check's case: T = 8 steps, k = 6, StepLR per epoch of 4 steps. Round 0 ends after 2 epoch
+    steps of the schedule, the rewound rounds (2 steps each, starting mid-epoch) after 1, 2, 1: refused. With whole
+    epochs (k = 4) every round ends where round 0 ended."""
+    with pytest.raises(
+        ValueError,
+        match=r"steps_per_round=8 with rewind=6 and an epoch-interval LR schedule \(4 optimizer steps an epoch\).*"
+        r"round 0 at 2, round 1 at 1, round 2 at 2, round 3 at 1\)\. Hint: .*multiples of 4",
+    ):
+        fit(LotteryTicket(rounds=3, steps_per_round=8, rewind=6), EpochStepLRNet(), limit_train_batches=4)
+    cb = LotteryTicket(rounds=2, steps_per_round=8, rewind=4)
+    fit(cb, EpochStepLRNet(), limit_train_batches=4)
+    assert [h["end_step"] - h["start_step"] for h in cb.history] == [8, 4, 4]
+    assert guards.schedule_positions(8, 4, 4, 2) == [2, 2, 2]
+    # rewind="none" never restarts the schedule: nothing to refuse.
+    fit(LotteryTicket(rounds=1, steps_per_round=6, rewind="none"), EpochStepLRNet(), limit_train_batches=4)
 
 
 def test_rewind_step_must_leave_something_to_train():

@@ -108,6 +108,42 @@ def check_rewind_epochs(rewind: str | int, steps_per_epoch: int, epochs_per_roun
     )
 
 
+def schedule_positions(steps_per_round: int, rewind: str | int, steps_per_epoch: int, rounds: int) -> list[int]:
+    """With rounds of ``steps_per_round`` optimizer steps: the epoch-interval schedule steps each round has taken when
+    it ends (rounds 0..``rounds``). A rewound round restarts the schedule where it was at the rewind step, then
+    steps at the Trainer's epoch ends, which fall wherever the round happens to be."""
+    k, s = (rewind if isinstance(rewind, int) else 0), steps_per_epoch
+    positions = [steps_per_round // s]
+    for r in range(1, rounds + 1):
+        start = steps_per_round + (r - 1) * (steps_per_round - k)
+        positions.append(k // s + (start + steps_per_round - k) // s - start // s)
+    return positions
+
+
+def check_step_rounds_schedule(
+    rewind: str | int, steps_per_round: int, steps_per_epoch: int, rounds: int, trainer: pl.Trainer
+) -> None:
+    """Rounds counted in steps begin between epochs, and an epoch-interval LR schedule steps at the Trainer's epoch
+    ends. Unless every round starts at an epoch boundary (``steps_per_round`` and the rewind step whole epochs), the
+    rewound rounds end at other schedule positions than round 0: refused, as a step-interval schedule is under
+    rounds counted in epochs. ``rewind="none"`` never restarts the schedule, so it is left alone."""
+    k = rewind if isinstance(rewind, int) else 0
+    epochs = [c for c in trainer.lr_scheduler_configs if c.interval == "epoch"]
+    if rewind == "none" or not epochs or not steps_per_epoch or rounds < 1:
+        return
+    if steps_per_round % steps_per_epoch == 0 and k % steps_per_epoch == 0:
+        return
+    positions = schedule_positions(steps_per_round, rewind, steps_per_epoch, min(rounds, 3))
+    ends = ", ".join(f"round {r} at {p}" for r, p in enumerate(positions))
+    raise ValueError(
+        f"steps_per_round={steps_per_round} with rewind={rewind!r} and an epoch-interval LR schedule "
+        f"({steps_per_epoch} optimizer steps an epoch): rounds start between epochs, so the rounds end at different "
+        f"schedule positions (epoch steps taken: {ends}). Hint: a step-interval schedule (interval='step'), "
+        f"steps_per_round and an int rewind that are multiples of {steps_per_epoch}, or rounds counted in epochs "
+        "(epochs_per_round)"
+    )
+
+
 def check_trainer(trainer: pl.Trainer, rounds_trained: int) -> None:
     """Refuse a step limit (it would end training inside a round) and a second fit of a used callback."""
     if trainer.max_steps not in (None, -1):

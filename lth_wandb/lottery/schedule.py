@@ -7,6 +7,7 @@ is in optimizer steps instead.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -72,6 +73,9 @@ class RoundSchedule:
         """At train start: learn the steps per epoch, refuse a rewind step past round 0, set the final length."""
         if self.steps_per_round is not None:
             guards.check_rewind_step(self.rewind, self.steps_per_round)
+            batches, accumulate = trainer.num_training_batches, trainer.accumulate_grad_batches
+            steps_per_epoch = math.ceil(batches / accumulate) if math.isfinite(batches) else 0
+            guards.check_step_rounds_schedule(self.rewind, self.steps_per_round, steps_per_epoch, self.rounds, trainer)
             trainer.fit_loop.max_epochs = -1  # the step count ends the fit (see set_max_epochs)
             return
         # max_epochs is still (rounds + 1) * epochs_per_round (setup set it); late rewinding shortens rounds.
