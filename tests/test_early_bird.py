@@ -13,7 +13,7 @@ from conftest import TinyNet, loaders, lth_train, lth_train_main, trainer
 from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from lth_wandb.analysis.early_bird import EarlyBirdDetector, mask_distance
+from lth_wandb.analysis.early_bird import EarlyBirdDetector, channel_masks, mask_distance, scaling_factors
 from lth_wandb.lottery.callback import LotteryTicket
 from lth_wandb.pruning.prune import prune
 
@@ -101,6 +101,134 @@ def test_detector_resumes_from_its_state_dict():
 def test_detector_arguments_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EarlyBirdDetector(**kwargs)
+
+
+# The paper's channel masks on a constructed BatchNorm net: 10 channels, their |γ| in ascending order 0.01 0.05
+# 0.15 0.2 0.3 0.4 0.6 0.7 0.8 0.9. The authors' rule (EarlyBird.pruning) takes the threshold at sorted position
+# ⌊10 p⌋ and keeps |γ| > threshold: p = 0.3 -> position 3, threshold 0.2, prunes 4 channels; p = 0.5 -> 0.4, 6;
+# p = 0.7 -> 0.7, 8.
+GAMMA_1, GAMMA_2 = [0.9, -0.05, 0.4, 0.2], [0.01, -0.7, 0.3, 0.6, -0.15, 0.8]
+PAPER_MASKS = {
+    0.3: ([1, 0, 1, 0], [0, 1, 1, 1, 0, 1]),
+    0.5: ([1, 0, 0, 0], [0, 1, 0, 1, 0, 1]),
+    0.7: ([1, 0, 0, 0], [0, 0, 0, 0, 0, 1]),
+}
+
+
+class BNNet(pl.LightningModule):
+    """Conv(1->4)-BN-ReLU-Conv(4->6)-BN-ReLU-pool-Linear(6->3) on 1x4x4 inputs, SGD lr 0.1 without momentum."""
+
+    def __init__(self, gammas=(GAMMA_1, GAMMA_2)):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+            torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.BatchNorm2d(6), torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(6, 3),
+        )  # fmt: skip
+        with torch.no_grad():
+            self.net[1].weight.copy_(torch.tensor(gammas[0])), self.net[4].weight.copy_(torch.tensor(gammas[1]))
+
+    def forward(self, x):
+        return self.net(x.reshape(-1, 1, 4, 4)[:, :, :, :4])
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self(x[:, :16]), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val/loss", torch.nn.functional.cross_entropy(self(x[:, :16]), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("ratio", sorted(PAPER_MASKS))
+def test_channel_masks_are_the_papers_on_known_scaling_factors(ratio):
+    factors = scaling_factors(BNNet())
+    assert list(factors) == ["net.1.weight", "net.4.weight"]
+    masks = channel_masks(factors, ratio)
+    expected = PAPER_MASKS[ratio]
+    assert masks["net.1.weight"].tolist() == [bool(b) for b in expected[0]]
+    assert masks["net.4.weight"].tolist() == [bool(b) for b in expected[1]]
+
+
+def test_a_tie_at_the_threshold_is_pruned_with_it():
+    # As the authors' `gt`: with 0.3 made -0.2, sorted positions 3 and 4 both hold 0.2, so p = 0.3 prunes 5 of 10.
+    tied = channel_masks(scaling_factors(BNNet((GAMMA_1, [0.01, -0.7, -0.2, 0.6, -0.15, 0.8]))), 0.3)
+    assert tied["net.4.weight"].tolist() == [False, True, False, True, False, True]
+    assert sum(int(m.sum()) for m in tied.values()) == 5
+
+
+def test_channel_masks_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"ratio=1.0 must be the share of channels pruned, in \(0, 1\).*0.3"):
+        channel_masks(scaling_factors(BNNet()), 1.0)
+    with pytest.raises(ValueError, match="no BatchNorm scaling factors to rank. Hint"):
+        channel_masks({}, 0.5)
+
+
+CHANNELS = dict(rounds=1, epochs_per_round=6, early_bird=True, early_bird_mask="channels", early_bird_ratio=0.5)
+
+
+class ChannelWatch(pl.Callback):
+    """After LotteryTicket: the channel masks at train start and at every epoch end of round 0, computed here."""
+
+    def __init__(self, lottery: LotteryTicket):
+        self.lottery, self.masks = lottery, []
+
+    def on_train_start(self, trainer, pl_module):
+        self.masks.append(channel_masks(scaling_factors(pl_module), 0.5))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.lottery.round == 0:
+            self.masks.append(channel_masks(scaling_factors(pl_module), 0.5))
+
+
+def test_the_channel_early_bird_watches_the_papers_masks_from_the_untrained_network():
+    # Window 3 from the untrained network's mask: the rule first holds at the 3rd mask, after epoch 2 (the weights
+    # mask's window starts at epoch 1's end, so it could end round 0 after epoch 3 at the earliest).
+    pl.seed_everything(0, verbose=False)
+    lottery = LotteryTicket(**CHANNELS, early_bird_window=3, early_bird_threshold=0.9)
+    watch = ChannelWatch(lottery)
+    trainer([lottery, watch]).fit(BNNet(), *loaders())
+    assert lottery.history[0]["early_bird_epoch"] == 2 and lottery.total_epochs == 2 + 6
+    replay = EarlyBirdDetector(threshold=0.9, window=3)
+    assert [replay.update(m) for m in watch.masks] == [False, False, True]
+    assert lottery._early_bird.detector.distances == replay.distances
+    # Round 1 is pruned by the run's criterion (layer-wise magnitude, 20%), as IMP.
+    assert lottery.history[1]["density"] == pytest.approx(0.8, abs=0.02)
+
+
+@pytest.mark.filterwarnings("ignore:LotteryTicket. early_bird_window")
+def test_the_l1_penalty_adds_lambda_sign_gamma_while_searching_only():
+    # One SGD step (lr 0.1) from the same weights and batch: the L1 run's γ moves by -0.1 * λ * sign(γ) more.
+    def one_step(l1):
+        pl.seed_everything(0, verbose=False)
+        model = BNNet()
+        lottery = LotteryTicket(**{**CHANNELS, "rounds": 0, "epochs_per_round": 1}, early_bird_l1=l1)
+        trainer([lottery], limit_train_batches=1, limit_val_batches=0).fit(model, *loaders())
+        return model.net[4].weight.detach().clone()
+
+    plain, penalised = one_step(0.0), one_step(0.5)
+    assert torch.allclose(penalised - plain, -0.1 * 0.5 * torch.tensor(GAMMA_2).sign(), atol=1e-6)
+    # Once the early bird has fired, the penalty stops.
+    bird = LotteryTicket(**CHANNELS, early_bird_l1=0.5)._early_bird
+    model = BNNet()
+    bird._factors = list(scaling_factors(model).values())
+    for g in bird._factors:
+        g.grad = torch.zeros_like(g)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    bird.penalise(optimizer)
+    assert torch.equal(model.net[4].weight.grad, 0.5 * torch.tensor(GAMMA_2).sign())
+    bird.epoch = 3
+    bird.penalise(optimizer)
+    assert torch.equal(model.net[4].weight.grad, 0.5 * torch.tensor(GAMMA_2).sign())
+
+
+def test_channel_masks_need_batchnorm():
+    with pytest.raises(ValueError, match=r"early_bird_mask='channels' ranks BatchNorm scaling factors, and TinyNet "
+                       r"has no affine BatchNorm\. Hint: early_bird_mask='weights'"):  # fmt: skip
+        trainer([LotteryTicket(**CHANNELS)]).fit(TinyNet(), *loaders())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -231,11 +359,19 @@ def test_a_checkpoint_from_before_early_birds_loads():
         (dict(early_bird_window=1), "early_bird_window=1 must be an integer >= 2.*Hint"),
         (dict(steps_per_round=100), "early_bird with steps_per_round=100: .*epoch ends.*Hint"),
         (dict(criterion="random"), r"early_bird with criterion='random'.*Allowed: \['magnitude'.*Hint"),
+        (dict(early_bird_mask="bn"), r"early_bird_mask='bn' is not one of \['weights', 'channels'\]\. Hint"),
+        (dict(early_bird_ratio=0.0), r"early_bird_ratio=0.0 must be the share of channels pruned, in \(0, 1\).*Hint"),
+        (dict(early_bird_l1=-1.0), r"early_bird_l1=-1.0 must be a finite number >= 0.*Hint"),
     ],
 )
 def test_early_bird_settings_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LotteryTicket(**{**SETTLING, **kwargs})
+
+
+def test_the_channel_watch_takes_any_criterion_for_the_rounds_after():
+    lottery = LotteryTicket(**CHANNELS, criterion="random")
+    assert lottery.settings.early_bird_mask == "channels" and lottery.criterion == "random"
 
 
 def test_a_window_as_long_as_round_0_warns_that_it_cannot_end_it_early(recwarn):

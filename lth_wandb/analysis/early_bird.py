@@ -6,6 +6,10 @@ The rule is the paper's (``EarlyBird`` in github.com/RICE-EIC/Early-Bird-Tickets
 older one, and call the ticket drawn when every one of these ``window - 1`` distances is at most ``threshold``. The
 distance is the normalised Hamming distance: the share of entries on which two masks disagree.
 
+The paper's masks are channel masks (network slimming, Liu et al. 2017): every BatchNorm's scaling factors γ,
+ranked together by |γ|, the lowest ``ratio`` of them pruned (:func:`channel_masks`). Any mask can be watched:
+:class:`EarlyBirdDetector` compares whatever ``name -> bool tensor`` masks it is given.
+
 Pure torch: no Lightning, no W&B.
 """
 
@@ -15,8 +19,42 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch import nn
 
 from lth_wandb.pruning import masks as M
+
+# The paper's channel pruning ratios (You et al. 2020, Tables 1-2: p = 30%, 50%, 70% of the channels).
+PAPER_CHANNEL_RATIOS = (0.3, 0.5, 0.7)
+
+
+def scaling_factors(module: nn.Module) -> dict[str, nn.Parameter]:
+    """The scaling factor γ (``weight``) of every affine BatchNorm in ``module``, by parameter name."""
+    return {
+        f"{name}.weight" if name else "weight": sub.weight
+        for name, sub in module.named_modules()
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and sub.weight is not None
+    }
+
+
+def channel_masks(factors: Mapping[str, torch.Tensor], ratio: float) -> M.Masks:
+    """The paper's channel masks: every channel's |γ| ranked across all BatchNorms together, and the channels at
+    or below the value at position ⌊C·ratio⌋ of the ascending order pruned (C channels in all), as the authors'
+    ``EarlyBird.pruning`` does: ⌊C·ratio⌋ + 1 channels without ties, every tie of the threshold with them.
+
+    Raises:
+        ValueError: no scaling factors, or ``ratio`` outside (0, 1).
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+        raise ValueError(
+            f"ratio={ratio!r} must be the share of channels pruned, in (0, 1). Hint: the paper uses "
+            f"{list(PAPER_CHANNEL_RATIOS)}"
+        )
+    if not factors:
+        raise ValueError("no BatchNorm scaling factors to rank. Hint: channel masks need a network with BatchNorm")
+    magnitudes = {n: g.detach().abs().reshape(-1).float().cpu() for n, g in factors.items()}
+    pooled = torch.cat(list(magnitudes.values()))
+    threshold = pooled.sort().values[int(pooled.numel() * ratio)]
+    return {n: (m > threshold).reshape(factors[n].shape) for n, m in magnitudes.items()}
 
 
 def mask_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:

@@ -16,6 +16,9 @@ CONTROLS = (None, "reinit", "random_mask")
 MODES = ("min", "max")
 # The criteria whose masks follow the weights as they train: random masks and masks chosen at initialisation do not.
 EARLY_BIRD_CRITERIA = ("magnitude", "magnitude_increase", "movement")
+# What the early bird watches: "channels" is You et al.'s channel mask of BatchNorm scaling factors, "weights"
+# lth-wandb's unstructured mask of round 1 (for networks without BatchNorm).
+EARLY_BIRD_MASKS = ("weights", "channels")
 
 
 def check_int(value: Any, name: str, minimum: int, hint: str) -> int:
@@ -167,11 +170,33 @@ def rounds_for(rounds: Any, target_density: float | None, prune_rate: float) -> 
     return needed
 
 
+def check_early_bird_mask(mask: Any, ratio: Any, l1: Any) -> tuple[str, float, float]:
+    """``early_bird_mask`` (one of EARLY_BIRD_MASKS), the channel ``ratio`` in (0, 1) and the ``l1`` penalty >= 0."""
+    if mask not in EARLY_BIRD_MASKS:
+        raise ValueError(
+            f"early_bird_mask={mask!r} is not one of {list(EARLY_BIRD_MASKS)}. Hint: 'channels' is the paper's "
+            "(BatchNorm channel masks), 'weights' lth-wandb's unstructured round-1 mask, for networks without BatchNorm"
+        )
+    number = isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
+    if not number or not 0 < ratio < 1:
+        raise ValueError(
+            f"early_bird_ratio={ratio!r} must be the share of channels pruned, in (0, 1). Hint: the paper uses 0.3, "
+            "0.5 and 0.7"
+        )
+    number = isinstance(l1, (int, float)) and not isinstance(l1, bool)
+    if not number or not 0 <= l1 < math.inf:
+        raise ValueError(
+            f"early_bird_l1={l1!r} must be a finite number >= 0: the L1 penalty on BatchNorm scaling factors. "
+            "Hint: the authors' code uses 1e-4; 0 turns it off"
+        )
+    return mask, float(ratio), float(l1)
+
+
 def check_early_bird(
-    enabled: Any, threshold: Any, window: Any, steps_per_round: Any, criterion: str
+    enabled: Any, threshold: Any, window: Any, steps_per_round: Any, criterion: str, mask: str = "weights"
 ) -> tuple[bool, float, int]:
     """``early_bird`` (a bool), its ``threshold`` in [0, 1) and ``window`` >= 2; with early_bird on, rounds counted
-    in epochs and a criterion whose mask follows the weights."""
+    in epochs and, when it watches the ``weights`` mask, a criterion whose mask follows the weights."""
     if not isinstance(enabled, bool):
         raise ValueError(f"early_bird={enabled!r} must be true or false. Hint: early_bird=true ends round 0 early")
     number = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
@@ -186,10 +211,10 @@ def check_early_bird(
             f"early_bird with steps_per_round={steps_per_round}: the early bird compares masks at epoch ends, "
             "while steps_per_round ends rounds between steps. Hint: count rounds in epochs (epochs_per_round)"
         )
-    if enabled and criterion not in EARLY_BIRD_CRITERIA:
+    if enabled and mask == "weights" and criterion not in EARLY_BIRD_CRITERIA:
         raise ValueError(
             f"early_bird with criterion={criterion!r}: its mask does not follow the trained weights, so it would not "
             f"change between epochs and round 0 would end at the first chance. Allowed: {list(EARLY_BIRD_CRITERIA)}. "
-            "Hint: criterion='magnitude', the paper's"
+            "Hint: criterion='magnitude', or early_bird_mask='channels' (the paper's BatchNorm channel masks)"
         )
     return enabled, float(threshold), window

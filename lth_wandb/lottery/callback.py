@@ -77,12 +77,15 @@ class LotteryTicket(pl.Callback):
         early_bird: bool = False,
         early_bird_threshold: float = 0.1,
         early_bird_window: int = 5,
+        early_bird_mask: str = "weights",
+        early_bird_ratio: float = 0.5,
+        early_bird_l1: float = 1e-4,
     ):
         masks_path = str(masks_from) if isinstance(masks_from, (str, PathLike)) else None
         settings = PruningSettings(
             rounds, epochs_per_round, prune_rate, scope, layer_rates if layer_rates is not None else {}, parameters,
             criterion, rewind, control, monitor, mode, tolerance, seed, masks_path, target_density, steps_per_round,
-            early_bird, early_bird_threshold, early_bird_window,
+            early_bird, early_bird_threshold, early_bird_window, early_bird_mask, early_bird_ratio, early_bird_l1,
         ).validated()  # fmt: skip
         if settings.seed is None:
             settings = replace(settings, seed=int(torch.initial_seed()))
@@ -168,11 +171,12 @@ class LotteryTicket(pl.Callback):
         ``fit`` runs it too; calling it first lets an app fail before it starts loggers or data loading.
 
         Raises:
-            ValueError: the selection is empty, a ``layer_rates`` glob matches none of it, or the ticket does not
-                fit ``module``.
+            ValueError: the selection is empty, a ``layer_rates`` glob matches none of it, the ticket does not
+                fit ``module``, or the early bird watches channels of a module without BatchNorm.
         """
         names = self._select(module)
         guards.check_layer_rates_match(self.layer_rates, names)
+        self._early_bird.check_model(module)
         return names
 
     def check_rewind_step(self, steps_round0: int) -> None:
@@ -222,6 +226,7 @@ class LotteryTicket(pl.Callback):
         self._schedule.start(trainer)
         self._record.round_started_at = time.monotonic()
         self._capture(trainer, pl_module)
+        self._early_bird.start(trainer, pl_module)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.round == 0 and self._states.point is None:
@@ -239,6 +244,7 @@ class LotteryTicket(pl.Callback):
             self._start_round(trainer, pl_module, self.round + 1)
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
+        self._early_bird.penalise(optimizer)  # L1 penalty on BatchNorm scaling factors while the early bird searches
         # The paper trains f(x; m*w): pruned weights have zero gradient. Lightning clips right after this hook, and
         # a norm over the pruned entries' gradients would scale the survivors' updates differently.
         if trainer.gradient_clip_val and self._enforcer.params:

@@ -13,6 +13,7 @@ from typing import Any, Union
 from lth_wandb.lottery.arguments import (
     check_control,
     check_early_bird,
+    check_early_bird_mask,
     check_int,
     check_layer_rates,
     check_mode,
@@ -67,15 +68,27 @@ class PruningSettings:
         target_density: instead of ``rounds``: prune until (1 - prune_rate)^rounds <= target_density, e.g. 0.036
             with prune_rate 0.2 is 15 rounds (the paper's 3.6%).
         steps_per_round: the round length in optimizer steps, instead of ``epochs_per_round`` (the paper counts
-            iterations: 50K for LeNet). Rounds then begin and end between steps; use step-interval LR schedulers.
-        early_bird: end round 0 early once the mask round 1 would get has settled (You et al. 2020, early-bird
-            tickets): at every epoch end of round 0 the would-be mask is compared with the previous
-            ``early_bird_window - 1`` epochs' masks; when every distance is at most ``early_bird_threshold``,
-            round 0 ends there and the later rounds train as before. Not with ``steps_per_round``.
+            iterations: 50K for LeNet). Rounds then begin and end between steps; use step-interval LR schedulers (an
+            epoch-interval one is refused unless the rounds and the rewind step are whole epochs).
+        early_bird: end round 0 early once a mask has settled (You et al. 2020, early-bird tickets): at every epoch
+            end of round 0 the mask ``early_bird_mask`` names is compared with the previous ``early_bird_window - 1``
+            epochs' masks; when every distance is at most ``early_bird_threshold``, round 0 ends there and the later
+            rounds train as before. Not with ``steps_per_round``.
         early_bird_threshold: the largest normalised Hamming distance (share of mask entries that differ) that
             counts as settled, in [0, 1). The paper: 0.1.
         early_bird_window: masks compared (the newest against each older one), >= 2; round 0 can end at epoch
             ``early_bird_window`` at the earliest, so it must be below ``epochs_per_round`` to matter. The paper: 5.
+        early_bird_mask: which mask settles. ``"channels"``: the paper's, a channel mask of the BatchNorm scaling
+            factors |γ| ranked across the network, ``early_bird_ratio`` of the channels pruned, with the untrained
+            network's mask first in the window (so round 0 can end one epoch sooner), and an L1 penalty
+            ``early_bird_l1`` on γ while the early bird searches; needs BatchNorm. ``"weights"`` (lth-wandb's variant,
+            for networks without BatchNorm): the unstructured mask round 1 would get now (the run's criterion,
+            ``prune_rate``, ``scope`` and ``layer_rates``). Either way the rounds after round 0 are IMP's.
+        early_bird_ratio: ``"channels"`` only: the share of channels the watched mask prunes, in (0, 1). The paper:
+            0.3, 0.5, 0.7.
+        early_bird_l1: ``"channels"`` only: λ of the L1 penalty λ·Σ|γ| (network slimming) whose subgradient
+            λ·sign(γ) is added to the scaling factors' gradients in round 0 until the early bird fires; 0 turns it off.
+            The authors' code: 1e-4.
     """
 
     rounds: int | None = None
@@ -97,6 +110,9 @@ class PruningSettings:
     early_bird: bool = False
     early_bird_threshold: float = 0.1
     early_bird_window: int = 5
+    early_bird_mask: str = "weights"
+    early_bird_ratio: float = 0.5
+    early_bird_l1: float = 1e-4
 
     def validated(self) -> PruningSettings:
         """A copy with every value checked (a ValueError names the bad one) and normalised: ``rounds`` resolved,
@@ -107,8 +123,10 @@ class PruningSettings:
         layer_rates = check_layer_rates(self.layer_rates)
         rate_overrides(layer_rates, layer_rates)  # every rate checked now, not at round 1
         criteria.check(self.criterion, rewind)
+        bird_mask = check_early_bird_mask(self.early_bird_mask, self.early_bird_ratio, self.early_bird_l1)
         early_bird = check_early_bird(
-            self.early_bird, self.early_bird_threshold, self.early_bird_window, self.steps_per_round, self.criterion
+            self.early_bird, self.early_bird_threshold, self.early_bird_window, self.steps_per_round, self.criterion,
+            bird_mask[0],
         )
         return PruningSettings(
             rounds=rounds_for(self.rounds, target, rate),
@@ -132,6 +150,9 @@ class PruningSettings:
             early_bird=early_bird[0],
             early_bird_threshold=early_bird[1],
             early_bird_window=early_bird[2],
+            early_bird_mask=bird_mask[0],
+            early_bird_ratio=bird_mask[1],
+            early_bird_l1=bird_mask[2],
         )
 
     def as_dict(self) -> dict[str, Any]:
