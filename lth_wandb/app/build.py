@@ -8,6 +8,7 @@ which ``lth-train --cfg job``, ``--help`` and a misspelt override should not wai
 from __future__ import annotations
 
 import inspect
+import os
 import shutil
 from dataclasses import fields
 from pathlib import Path
@@ -19,8 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lth_wandb.app import resume
-from lth_wandb.app.config import WANDB_MODES, DataConfig
+from lth_wandb.app import resume, targets
+from lth_wandb.app.config import DEFAULT_PROJECT, WANDB_MODES, DataConfig
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -93,7 +94,7 @@ def build_your_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
         if key in kwargs:
             raise ValueError(f"data.{key} and data.options.{key} both set an argument of {target}; keep one")
         kwargs[key] = value
-    signature = inspect.signature(hydra.utils.get_class(target)).parameters
+    signature = inspect.signature(targets.locate(target)).parameters
     shared = {key: data[key] for key, default in builtin.items() if data[key] != default and key != "name"}
     shared.update({"batch_size": data["batch_size"], "num_workers": data["num_workers"], "seed": cfg.seed})
     for key, value in shared.items():
@@ -124,7 +125,7 @@ def build_net(cfg: DictConfig, dm: pl.LightningDataModule):
     """Instantiate ``cfg.model``; sizes the dataset decides are filled in when the constructor takes them."""
     if "_target_" not in cfg.model:
         raise ValueError("model has no _target_; pick a preset (model=lenet_300_100) or give model._target_")
-    cls = hydra.utils.get_class(cfg.model._target_)
+    cls = targets.locate(cfg.model._target_)
     known = {
         "in_features": lambda: dm.in_features,
         "in_channels": lambda: dm.input_shape[0],
@@ -134,7 +135,13 @@ def build_net(cfg: DictConfig, dm: pl.LightningDataModule):
     accepted = inspect.signature(cls).parameters
     # Asked only for what the constructor takes: your DataModule need not know sizes your model does not use.
     extra = {k: size() for k, size in known.items() if k in accepted and k not in cfg.model}
-    return hydra.utils.instantiate(cfg.model, **{k: v for k, v in extra.items() if v is not None})
+    net = hydra.utils.instantiate(cfg.model, **{k: v for k, v in extra.items() if v is not None})
+    if isinstance(net, torch.nn.Module) and next(net.parameters(), None) is None:
+        raise ValueError(
+            f"_target_={cfg.model._target_!r} has no parameters: nothing to train or prune. Hint: a network with "
+            "Linear or Conv layers, e.g. model=lenet_300_100"
+        )
+    return net
 
 
 def build_classifier(cfg: DictConfig, net) -> Classifier:
@@ -248,13 +255,14 @@ def build_logger(cfg: DictConfig, run_id: str | None = None):
     from lth_wandb.tracking import run as tracking  # W&B is imported only when it is used
 
     w = cfg.wandb
+    # A setting left null leaves W&B's own resolution (its WANDB_* variables) alone; lth-train's defaults come last.
     return tracking.make_logger(
-        project=w.project,
+        project=w.project or (None if os.environ.get("WANDB_PROJECT") else DEFAULT_PROJECT),
         entity=w.entity,
-        group=w.group or _multirun_group(),
+        group=w.group or (None if os.environ.get("WANDB_RUN_GROUP") else _multirun_group()),
         mode=w.mode,
         name=w.name,
-        tags=list(w.tags),
+        tags=list(w.tags or ()),
         save_dir=w.dir,
         config=OmegaConf.to_container(cfg, resolve=True),
         job_type=w.job_type,

@@ -79,16 +79,25 @@ class LoggerConfig:
 # The W&B modes a user may ask for (wandb.mode); None decides from WANDB_MODE and credentials.
 
 
+# lth-train's W&B project when neither wandb.project nor WANDB_PROJECT names one.
+DEFAULT_PROJECT = "lth-wandb"
+
+
 @dataclass
 class WandbConfig:
-    project: str = "lth-wandb"
+    # A value set here wins; one left null is W&B's to decide, from WANDB_PROJECT, WANDB_ENTITY, WANDB_RUN_GROUP,
+    # WANDB_MODE, WANDB_NAME, WANDB_TAGS (comma-separated), WANDB_JOB_TYPE and WANDB_DIR, as any W&B script would.
+    # null and no WANDB_PROJECT: DEFAULT_PROJECT.
+    project: str | None = None
     entity: str | None = None
+    # null and no WANDB_RUN_GROUP: the jobs of one -m multirun share a group named after its folder.
     group: str | None = None
     mode: str | None = None
     name: str | None = None
-    tags: list[str] = field(default_factory=list)
+    tags: Optional[list[str]] = None  # noqa: UP045 - OmegaConf reads typing.Optional
     job_type: str | None = None
-    dir: str = "."
+    # The run files go to <dir>/wandb/; null: $WANDB_DIR, else the working directory.
+    dir: str | None = None
     # Version every round's ticket and sparse trained weights as W&B Artifacts.
     log_artifacts: bool = True
     # "all" keeps every round's versions; "winning_latest" deletes the others when an online run ends.

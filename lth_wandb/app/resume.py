@@ -89,7 +89,8 @@ def open_record(folder: Path, config: dict[str, Any], resuming: bool) -> RunReco
         check_unchanged(saved.config, config)
         return saved
     run_id = os.environ.get("WANDB_RUN_ID") or "".join(secrets.choice(_ID_CHARS) for _ in range(8))
-    wandb_dir = str(Path(config.get("wandb", {}).get("dir", ".")).resolve() / "wandb")
+    configured = config.get("wandb", {}).get("dir") or os.environ.get("WANDB_DIR") or "."  # as W&B decides it
+    wandb_dir = str(Path(configured).resolve() / "wandb")
     record = RunRecord(folder, config, run_id, wandb_dir=wandb_dir)
     record.write()
     return record

@@ -24,7 +24,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lth_wandb.app import controls, instability, resume
+from lth_wandb.app import controls, instability, refused, resume, targets
 from lth_wandb.app.build import (
     build_datamodule,
     build_logger,
@@ -192,6 +192,7 @@ def _app(cfg: DictConfig) -> Any:
         return objective_value(run(cfg), cfg.objective)
     except USER_ERRORS as error:
         # Reported here, inside the job: past this point Hydra would add its own multi-line log.
+        refused.clean_up(Path(HydraConfig.get().runtime.output_dir))
         _exit_with(error)
     except OSError as error:
         if error.errno not in DISK_FULL:
@@ -236,8 +237,10 @@ def main() -> None:
     # Hydra would print its own multi-line report and exit; let errors reach us instead.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     quiet_noise()
+    targets.add_working_directory()  # your own _target_ classes import from here, as under python -m
     try:
         sys.argv = [sys.argv[0], *resume.expand_argv(controls.expand_argv(sys.argv[1:]))]
+        refused.remember(sys.argv[1:])
         _app()
     except USER_ERRORS as error:  # composition errors: bad overrides, unknown options, wrong types
         _exit_with(error)

@@ -87,13 +87,13 @@ def _has_credentials() -> bool:
 
 
 def make_logger(
-    project: str,
+    project: str | None,
     entity: str | None = None,
     group: str | None = None,
     mode: str | None = None,
     name: str | None = None,
     tags: Sequence[str] = (),
-    save_dir: str | PathLike = ".",
+    save_dir: str | PathLike | None = None,
     config: dict[str, Any] | None = None,
     job_type: str | None = None,
     run_id: str | None = None,
@@ -101,13 +101,14 @@ def make_logger(
     """A Lightning ``WandbLogger`` in the mode :func:`resolve_mode` picks.
 
     Args:
-        project: W&B project (ignored under ``wandb agent``, which sets the sweep's project).
+        project: W&B project (ignored under ``wandb agent``, which sets the sweep's project); None:
+            ``$WANDB_PROJECT``, else Lightning's default.
         entity: W&B user or team; None for your default entity.
         group: groups runs in the UI, e.g. one experiment's seeds.
         mode: see :func:`resolve_mode`.
         name: display name of the run.
         tags: run tags.
-        save_dir: the run files go to ``<save_dir>/wandb/``.
+        save_dir: the run files go to ``<save_dir>/wandb/``; None: ``$WANDB_DIR``, else the working directory.
         config: the resolved Hydra config as a plain dict, stored as the run config.
         job_type: e.g. ``"train"`` or ``"eval"``.
         run_id: the W&B run id. A run started again with the same id continues that run (``resume="allow"``):
@@ -118,7 +119,7 @@ def make_logger(
             f"config must be a plain dict or None, got {type(config).__name__}. "
             "Hint: OmegaConf.to_container(cfg, resolve=True)."
         )
-    mode, notice = resolve_mode(mode, save_dir)
+    mode, notice = resolve_mode(mode, save_dir or os.environ.get("WANDB_DIR") or ".")
     if notice and notice not in _shown_notices:
         _shown_notices.add(notice)
         rank_zero_info(notice)
@@ -132,7 +133,8 @@ def make_logger(
     if os.environ.get("WANDB_SWEEP_ID"):
         # The agent fixes project, entity and run id; wandb.init would ignore ours, with a warning each.
         project, init["entity"] = None, None
-    logger = WandbLogger(name=name, project=project, save_dir=os.fspath(save_dir), **init)
+    save_dir = os.fspath(save_dir) if save_dir else None  # None: W&B reads WANDB_DIR
+    logger = WandbLogger(name=name, project=project, save_dir=save_dir, **init)
     # WandbLogger always passes anonymous=None, which recent wandb answers with a deprecation warning per run.
     pending = getattr(logger, "_wandb_init", {})
     if "anonymous" in pending and pending["anonymous"] is None:
