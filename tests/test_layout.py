@@ -15,15 +15,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lth_wandb"
 MAY_IMPORT = {
     "atomic": set(),
     "lazy": set(),
+    "processes": set(),
     "pruning": {"atomic"},
     "analysis": {"atomic", "pruning"},
     "models": set(),
     "data": set(),
     "lottery": {"atomic", "pruning", "analysis"},
-    "tracking": {"atomic", "lazy", "pruning", "analysis", "lottery"},
-    "sweeps": {"atomic", "tracking"},
+    "tracking": {"atomic", "lazy", "processes", "pruning", "analysis", "lottery"},
+    "sweeps": {"atomic", "processes", "tracking"},
     "report": {"atomic", "pruning", "analysis", "tracking"},
-    "app": {"atomic", "pruning", "analysis", "models", "data", "lottery", "tracking"},
+    "app": {"atomic", "processes", "pruning", "analysis", "models", "data", "lottery", "tracking"},
     "train": {"app"},  # python -m lth_wandb.train, as wandb agent runs it
     "__init__": {"lazy", "lottery", "pruning"},  # the lazy public API
 }

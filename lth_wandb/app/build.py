@@ -75,6 +75,7 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
         download=data.download,
         normalize=data.normalize,
         eval_batch_size=data.eval_batch_size,
+        augment=data.augment,
         **OmegaConf.to_container(data.options, resolve=True),
     )
     dm.setup("fit")
@@ -162,6 +163,8 @@ def build_classifier(cfg: DictConfig, net) -> Classifier:
         step_size=sched.step_size,
         gamma=sched.gamma,
         cosine_epochs=p.epochs_per_round * rounds_in_schedule,
+        milestones=list(sched.milestones),
+        warmup_epochs=sched.warmup_epochs,
     )
 
 
@@ -209,6 +212,30 @@ def check_trainer(cfg: DictConfig) -> None:
         )
     if t.log_every_n_steps < 1:
         raise ValueError(f"trainer.log_every_n_steps={t.log_every_n_steps} must be >= 1. Hint: the default is 10")
+    if isinstance(t.num_nodes, bool) or not isinstance(t.num_nodes, int) or t.num_nodes < 1:
+        raise ValueError(f"trainer.num_nodes={t.num_nodes!r} must be a whole number >= 1 (machines of a DDP run)")
+    if str(t.strategy).startswith("ddp") and process_count(t) == 1:
+        raise ValueError(
+            f"trainer.strategy={t.strategy} with trainer.accelerator={t.accelerator} trainer.devices={t.devices} "
+            "starts one process here, so nothing trains in parallel. Hint: trainer.accelerator=cpu "
+            "trainer.devices=2 for 2 CPU processes (gloo), trainer=gpu for one GPU, or a machine with several GPUs"
+        )
+
+
+def process_count(t: DictConfig) -> int | None:
+    """How many processes the Trainer will start for ``trainer`` (None where Lightning decides from a device
+    string it alone parses)."""
+    gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
+    devices = t.devices
+    if devices in ("auto", -1, "-1"):
+        per_node = torch.cuda.device_count() if gpu else 1
+    elif isinstance(devices, int) and not isinstance(devices, bool):
+        per_node = devices
+    elif isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        per_node = len(devices)
+    else:
+        return None
+    return per_node * t.num_nodes
 
 
 def build_trainer(cfg: DictConfig, steps_per_epoch: int, callbacks: list, logger, output_dir: Path) -> pl.Trainer:
@@ -225,6 +252,7 @@ def build_trainer(cfg: DictConfig, steps_per_epoch: int, callbacks: list, logger
         return pl.Trainer(
             accelerator=t.accelerator,
             devices=t.devices,
+            num_nodes=t.num_nodes,
             strategy=t.strategy,
             precision=t.precision,
             # Lightning refuses an interval longer than the epoch; clamp so small datasets still validate.
@@ -311,6 +339,8 @@ def record_inputs(cfg: DictConfig, run, output_dir: Path) -> None:
     the run's own overrides as a run file, so its controls can be run from W&B (``controls=entity/project/id``)."""
     from lth_wandb.tracking.tickets import OVERRIDES_FILE, record_ticket_use
 
+    if run.disabled:  # wandb.mode=disabled: a stand-in run with no folder and nothing to record into
+        return
     overrides = output_dir / ".hydra" / OVERRIDES_FILE
     if overrides.is_file():  # copied in first: run.save of a file elsewhere symlinks it, with a warning
         saved = shutil.copyfile(overrides, Path(run.dir) / OVERRIDES_FILE)

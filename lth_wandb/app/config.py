@@ -28,6 +28,8 @@ class DataConfig:
     num_workers: int = 0
     download: bool = False
     normalize: bool = False
+    # Random crops (4-pixel padding) and left-right flips of training images: open_lth's CIFAR default.
+    augment: bool = False
     # Extra arguments for the dataset loader (e.g. num_samples for `synthetic`).
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -49,6 +51,10 @@ class SchedulerConfig:
     name: str = "none"
     step_size: int = 30
     gamma: float = 0.1
+    # multistep: the epochs at which the rate is multiplied by gamma (open_lth's CIFAR schedule: [80, 120]).
+    milestones: list[int] = field(default_factory=list)
+    # multistep: epochs of linear warm-up from 0, per iteration (open_lth's ImageNet: 5); 0 for none.
+    warmup_epochs: int = 0
 
 
 # lth-train's `pruning` section is LotteryTicket's settings, field for field (and typed by them).
@@ -59,6 +65,8 @@ PruningConfig = PruningSettings
 class TrainerConfig:
     accelerator: str = "cpu"
     devices: Any = 1
+    # Machines of a multi-node DDP run; each runs trainer.devices processes, started by srun (README: On a cluster).
+    num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
     # Validate every N optimizer steps within an epoch (None = once per epoch).

@@ -11,9 +11,11 @@ Hydra-free, so the console entry point can rewrite the command line before Hydra
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
+import socket
 import string
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -24,8 +26,11 @@ from typing import Any
 import yaml
 
 from lth_wandb import atomic
+from lth_wandb.processes import global_rank, launched_by_lightning
 
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"  # held (flock) by the process that trains the run folder
+_HELD_LOCKS: list = []  # open lock files: the locks last as long as this process
 RESUMED_SUBDIR = ".hydra-resumed"  # where Hydra records a resumed start
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # Keys a resumed run may change: they decide how the run is shown or fed, not what it computes.
@@ -78,8 +83,9 @@ def open_record(folder: Path, config: dict[str, Any], resuming: bool) -> RunReco
     """The run record of ``folder``: the saved one when resuming (its config must match ``config``), else a new
     one with a fresh W&B run id (the agent's, under ``wandb agent``). Written before W&B starts."""
     saved = RunRecord.read(folder)
-    if _launched_rank() > 0:  # a DDP rank Lightning started: rank 0 owns the record (and W&B)
+    if global_rank() > 0:  # another DDP rank (Lightning's or srun's): rank 0 owns the record (and W&B)
         return saved or RunRecord(folder, config, "")
+    hold_lock(folder)
     if saved is not None and not resuming:
         raise ResumeError(
             f"{folder} already holds a run (W&B id {saved.wandb_run_id}). Hint: continue it with resume={folder}, "
@@ -94,6 +100,27 @@ def open_record(folder: Path, config: dict[str, Any], resuming: bool) -> RunReco
     record = RunRecord(folder, config, run_id, wandb_dir=wandb_dir)
     record.write()
     return record
+
+
+def hold_lock(folder: Path) -> None:
+    """Hold ``folder``'s lock (``.lock``, flock) until this process exits: two processes training one run folder
+    would both write its checkpoints and tickets and log every round twice into its W&B run."""
+    handle = open(folder / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ResumeError(
+            f"{folder} is being trained by {holder}. Hint: let it finish (or stop it) first; a second process "
+            "would log every round of the run twice"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"PID {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    _HELD_LOCKS.append(handle)
 
 
 def check_unchanged(saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
@@ -116,16 +143,24 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
         ResumeError: the reference finds no run or checkpoint, or asks for a multirun.
         SystemExit: (code 0) the run already finished.
     """
-    refs = [a for a in argv if override_key(a) == "resume"]
-    if not refs or _launched_rank() > 0:  # DDP ranks are started with rank 0's command line, already expanded
+    if launched_by_lightning():  # Lightning starts DDP ranks with rank 0's command line, already expanded
         return list(argv)
+    refs = [a for a in argv if override_key(a) == "resume"]
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if not refs:
+        found = None if multirun else run_of_id(argv)
+        if found is None:
+            return list(argv)
+        print(f"lth-train: continuing W&B run {os.environ['WANDB_RUN_ID']} in {found} (WANDB_RUN_ID names it)")
+        refs = [f"resume={quote(found)}"]
+        argv = [*argv, *refs]
     value = unquote(refs[-1].split("=", 1)[1])
     if value in ("", "null", "None"):
         return list(argv)
-    if any(a in ("-m", "--multirun") for a in argv):
+    if multirun:
         raise ResumeError(f"resume={value} continues one run; drop -m/--multirun. Hint: resume each job's folder")
     folder, checkpoint = locate(value)
-    others = [a for a in argv if a not in refs]
+    others = [a for a in argv if a not in refs and override_key(a) not in ("hydra.run.dir", "hydra.output_subdir")]
     if folder is None:  # a checkpoint from elsewhere: its weights and state, in a new run
         return [*others, f"resume={quote(checkpoint)}"]
     record = RunRecord.read(folder)
@@ -141,6 +176,27 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
     # refused override (or a resume's own) never becomes one the next resume inherits.
     hydra = [f"hydra.run.dir={quote(folder)}", f"hydra.output_subdir={RESUMED_SUBDIR}"]
     return [*saved, *others, f"resume={quote(resume_to)}", *hydra]
+
+
+def run_of_id(argv: Sequence[str]) -> Path | None:
+    """The unfinished or finished run folder that ``WANDB_RUN_ID`` names, if one is here: a job that starts again
+    under its run id (``wandb agent`` or lth-sweep after a requeue, preemption or restart, or a script that sets the
+    variable) continues that run instead of starting a second one. Looked for in ``hydra.run.dir`` when the
+    command gives it, else under ./outputs and ./multirun."""
+    run_id = os.environ.get("WANDB_RUN_ID")
+    if not run_id:
+        return None
+    given = [unquote(a.split("=", 1)[1]) for a in argv if override_key(a) == "hydra.run.dir"]
+    places = [Path(given[-1])] if given else [path.parent for path in _run_files_here()]
+    found = []
+    for folder in places:
+        try:
+            record = RunRecord.read(folder)
+        except ResumeError:
+            continue  # another run's damaged record is not this run's
+        if record is not None and record.wandb_run_id == run_id:
+            found.append(folder)
+    return max(found, key=lambda f: (f / RUN_FILE).stat().st_mtime) if found else None
 
 
 def locate(ref: str) -> tuple[Path | None, Path | None]:
@@ -222,10 +278,15 @@ def check_fits(path: str, model: Any, settings: Mapping[str, Any]) -> None:
 
 def newest_run() -> Path:
     """The most recently written run folder under ``./outputs`` or ``./multirun``."""
-    records = [p for root in RUN_ROOTS for p in Path.cwd().glob(f"{root}/{RUN_FILE}")]
+    records = _run_files_here()
     if not records:
         raise ResumeError(f"resume=last: no run under ./outputs or ./multirun (no {RUN_FILE}). Hint: name the run")
     return max(records, key=lambda p: p.stat().st_mtime).parent
+
+
+def _run_files_here() -> list[Path]:
+    """Every run record under ./outputs and ./multirun (Hydra's default run folders)."""
+    return [path for root in RUN_ROOTS for path in Path.cwd().glob(f"{root}/{RUN_FILE}")]
 
 
 def saved_overrides(folder: Path) -> list[str]:
@@ -235,11 +296,6 @@ def saved_overrides(folder: Path) -> list[str]:
         return []
     overrides = yaml.safe_load(path.read_text()) or []
     return [o for o in overrides if override_key(o) != "resume"]
-
-
-def _launched_rank() -> int:
-    """The local rank of a process Lightning launched for DDP (it sets LOCAL_RANK); 0 for the one a user started."""
-    return int(os.environ.get("LOCAL_RANK", "0") or 0)
 
 
 def override_key(override: str) -> str:

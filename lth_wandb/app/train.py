@@ -14,6 +14,7 @@ import errno
 import math
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import lth_wandb
 from lth_wandb.app import controls, instability, refused, resume, targets
 from lth_wandb.app.build import (
     build_datamodule,
@@ -43,7 +45,9 @@ from lth_wandb.app.build import (
 )
 from lth_wandb.app.config import OBJECTIVES, check_known_keys, closest_key
 from lth_wandb.app.quiet import quiet_noise
+from lth_wandb.app.signals import SignalRecorder
 from lth_wandb.lottery.arguments import check_target_density, rounds_for
+from lth_wandb.processes import die_with_parent, global_rank, launched_by_lightning
 from lth_wandb.pruning.prune import check_rate
 
 # A full disk or quota, or a file-size limit: what was written before stays loadable (lth_wandb/atomic.py).
@@ -64,6 +68,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from lth_wandb.app.progress import print_rounds
 
     output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+    signals = SignalRecorder().install()  # before Lightning, which runs it as the handler it found
     check_known_keys(_plain(cfg))
     check_seed(cfg.seed)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -92,32 +97,31 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     captures = [capture] if capture is not None else []  # after the lottery: round 0 as it trains
     callbacks = [lottery, *captures, *in_section("wandb", wandb_callbacks, cfg, lottery, dm, logger, output_dir)]
     trainer = in_section("trainer", build_trainer, cfg, steps_per_epoch, callbacks, logger, output_dir)
-    finish = lambda exit_code: None  # noqa: E731
+    finish, preempting = (lambda exit_code: None), (lambda: None)  # noqa: E731
     if logger is not None:
         from lth_wandb.tracking import run as tracking
 
-        finish = tracking.finish_run
+        finish, preempting = tracking.finish_run, tracking.mark_preempting_if_requeued
     try:
-        if logger is not None:
+        if logger is not None and global_rank() == 0:  # other ranks' logger.experiment is a placeholder
             record_inputs(cfg, logger.experiment, output_dir)
         trainer.fit(model, datamodule=dm, ckpt_path=checkpoint)
-    except BaseException:
-        finish(exit_code=1)  # the W&B run is marked failed; the error goes on to main()
-        print(f"lth-train: continue this run with: lth-train {resume.shell_override(output_dir)}", file=sys.stderr)
-        raise
-    if trainer.interrupted:  # Ctrl+C on Lightning versions that return instead of raising
-        finish(exit_code=1)
-        print(f"lth-train: interrupted; continue with: lth-train {resume.shell_override(output_dir)}", file=sys.stderr)
-        sys.exit(130)
-    if trainer.is_global_zero:
-        print_rounds(lottery)
-        if capture is not None:  # 2 trainings per (round, k), after the rounds (lth_wandb/app/instability.py)
-            try:
+        if trainer.interrupted:  # Ctrl+C on Lightning versions that return instead of raising
+            raise KeyboardInterrupt
+        if trainer.is_global_zero:
+            print_rounds(lottery)
+            if capture is not None:  # 2 trainings per (round, k), after the rounds (lth_wandb/app/instability.py)
                 instability.after_fit(cfg, lottery, capture, dm, steps_round0, output_dir, logger)
-            except BaseException:
-                finish(exit_code=1)
-                raise
-        record.finish()
+            record.finish()
+    except BaseException:
+        if signals.received == signal.SIGTERM:
+            preempting()  # under a W&B sweep on SLURM: the server requeues the run for an agent to resume
+        finish(exit_code=signals.exit_code or 1)  # the W&B run is marked failed; the error goes on to main()
+        why = f"{signal.Signals(signals.received).name}; " if signals.received else ""
+        print(f"lth-train: {why}continue this run with: lth-train {resume.shell_override(output_dir)}", file=sys.stderr)
+        if signals.received:  # Lightning ends a SIGTERM-stopped fit with exit code 0 (or 1 for Ctrl+C)
+            raise SystemExit(signals.exit_code) from None
+        raise
     finish(exit_code=0)  # one W&B run per job, also under -m
     return lottery.summary()
 
@@ -236,7 +240,12 @@ def main() -> None:
     """Console entry point: runs the Hydra app and turns user mistakes into one line and exit code 2."""
     # Hydra would print its own multi-line report and exit; let errors reach us instead.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    if "--version" in sys.argv[1:]:  # Hydra's own flag would print Hydra's version
+        print(lth_wandb.version_text("lth-train"))
+        return
     quiet_noise()
+    if launched_by_lightning():  # a DDP rank that Lightning started must not outlive rank 0 (killed, say)
+        die_with_parent(os.getppid())
     targets.add_working_directory()  # your own _target_ classes import from here, as under python -m
     try:
         sys.argv = [sys.argv[0], *resume.expand_argv(controls.expand_argv(sys.argv[1:]))]

@@ -2,6 +2,7 @@
 
     lth-sweep sweeps/prune_rate_grid.yaml --workers 2
     lth-sweep sweeps/lr_bayes_hyperband.yaml --count 20 --dir runs/lr   # run it again to resume
+    lth-sweep sweeps/controls_grid.yaml --launcher slurm --slurm partition=cpu --workers 8
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from importlib.metadata import version
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,10 @@ from typing import Any
 import yaml
 
 from lth_wandb.sweeps import agent
-from lth_wandb.sweeps.launchers import LAUNCHERS, slurm_launcher
+from lth_wandb.sweeps.launchers import LAUNCHERS
 from lth_wandb.sweeps.leaderboard import SweepRecord, print_leaderboard, rank, write_results
-from lth_wandb.sweeps.runner import SweepRunner, check_budget, say
+from lth_wandb.sweeps.runner import SweepRunner, check_budget, gpus_asked, say
+from lth_wandb.sweeps.slurm import SlurmLauncher
 
 
 def with_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -56,8 +59,21 @@ def _option(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` of --slurm, the value read as YAML (``60`` is a number, ``gpu`` a string)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise ValueError(f"--slurm {text!r} is not KEY=VALUE, e.g. --slurm slurm_partition=gpu")
+        raise ValueError(f"--slurm {text!r} is not KEY=VALUE, e.g. --slurm partition=gpu")
     return key, yaml.safe_load(value)
+
+
+def grid_size(config: dict[str, Any]) -> int | None:
+    """How many runs a grid sweep has (None for other methods, or a grid over a distribution)."""
+    if config.get("method") != "grid":
+        return None
+    size = 1
+    for spec in config.get("parameters", {}).values():
+        if "values" in spec:
+            size *= len(spec["values"])
+        elif "value" not in spec:
+            return None
+    return size
 
 
 def default_dir(sweep_file: str | PathLike) -> Path:
@@ -101,13 +117,20 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a submitit SLURM parameter for --launcher slurm, e.g. slurm_partition=gpu, timeout_min=60 "
-        "(defaults: 1 GPU, 4 CPUs, 16 GB, 240 min); repeat for more",
+        help="an sbatch option for every job of --launcher slurm, e.g. partition=cpu, cpus-per-task=4, time=60, "
+        "mem=16G; repeat for more. Jobs ask for no GPU unless the run does (trainer=gpu)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="how many times a run that failed or was cancelled starts again, continuing from its checkpoint (1)",
     )
     parser.add_argument("--kill-delay", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL (30)")
     parser.add_argument("--check-every", type=float, default=5.0, help="seconds between early-termination checks (5)")
-    args = parser.parse_args(argv)
-    for name, low in (("count", 1), ("workers", 1), ("kill_delay", 0), ("check_every", 0.5)):
+    parser.add_argument("--version", action="version", version=f"lth-sweep {version('lth-wandb')}")
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
+    for name, low in (("count", 1), ("workers", 1), ("kill_delay", 0), ("check_every", 0.5), ("retries", 0)):
         value = getattr(args, name)
         if value is not None and value < low:
             parser.error(f"--{name.replace('_', '-')}={value} must be >= {low}")
@@ -119,12 +142,23 @@ def main(argv: list[str] | None = None) -> None:
         config = with_overrides(agent.load_sweep(args.sweep_file), args.overrides)
         check_overrides(config, args.overrides)
         check_budget(config, args.count, args.workers)
+        launcher = None
+        if args.launcher == "slurm":
+            launcher = SlurmLauncher(options, poll_every=args.check_every, say=say)
+            fixed = {k: spec["value"] for k, spec in config.get("parameters", {}).items() if "value" in spec}
+            launcher.check(gpus=gpus_asked(fixed))  # a request no node can meet fails now, not after the queue
+        size = grid_size(config)
         with SweepRecord.open(directory, config, args.sweep_file) as record:
-            launcher = slurm_launcher(directory / "slurm", options) if args.launcher == "slurm" else None
             runner = SweepRunner(
-                record, args.count, args.workers, args.sweep_id, args.kill_delay, args.check_every, launcher
-            )
+                record, args.count, args.workers, args.sweep_id, args.kill_delay, args.check_every, launcher,
+                args.retries,
+            )  # fmt: skip
             say(f"sweep {record.sweep_id} in {directory} ({len(record.counted())} runs already ended)")
+            if size is not None and args.count is not None and args.count < size:
+                say(
+                    f"--count {args.count} covers {args.count} of the grid's {size} points, in the grid's order (the "
+                    "last parameter varies fastest): the rest never run. Hint: drop --count to run the whole grid"
+                )
             code = runner.run()
             write_results(record)
             print_leaderboard(record, rank(record))

@@ -15,11 +15,12 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-# Run states in sweep.json. "interrupted": cut off when lth-sweep itself was stopped; the next start runs it again
 from lth_wandb import atomic
 from lth_wandb.sweeps import agent
 
-# under the same id (counted once it ends).
+# Run states in sweep.json, besides these ended ones: "running" (a process or SLURM job), "interrupted" (cut off when
+# lth-sweep itself was stopped) and "retrying" (its job failed or was cancelled); the last two start again under the
+# same id and continue from their checkpoint (counted once they end).
 ENDED = {"finished": "finished", "failed": "failed", "stopped": "killed"}  # -> the engine's RunState
 _MIN_GOALS = ("minimize", "minimise", "min")
 
@@ -82,7 +83,8 @@ class SweepRecord:
                 f"config differs from {source or 'this one'}. Hint: pass another --dir, or delete {directory}"
             )
         for run in saved["runs"]:
-            if run["state"] == "running":  # lth-sweep died while it ran
+            # lth-sweep died while it ran: a child process died with it; a SLURM job lives on, to be adopted.
+            if run["state"] == "running" and "job_id" not in run:
                 run["state"] = "interrupted"
         return cls(directory, config, saved["sweep_id"], saved.get("source", ""), saved["runs"])
 
@@ -150,6 +152,18 @@ def rank(record: SweepRecord) -> list[dict[str, Any]]:
     return with_value + [r for r in ended if not _finite(r.get("metric_value"))]
 
 
+def what_happened(run: dict[str, Any]) -> str:
+    """How a run got to its state, when it took more than one attempt or never started: e.g. ``attempt 2; 1:
+    CANCELLED, exit 143``; empty for a run that ran once."""
+    if run.get("error"):
+        return run["error"]
+    attempts = run.get("attempts", [])
+    if len(attempts) <= 1:
+        return ""
+    earlier = [f"{a['attempt']}: {a.get('slurm_state') or 'ended'}, exit {a['exit_code']}" for a in attempts[:-1]]
+    return f"attempt {attempts[-1]['attempt']}; " + "; ".join(earlier)
+
+
 def searched_params(record: SweepRecord) -> list[str]:
     """Parameters the sweep varies (fixed ``value:`` entries left out), in the sweep file's order."""
     return [name for name, spec in record.config.get("parameters", {}).items() if "value" not in spec]
@@ -165,13 +179,14 @@ def write_results(record: SweepRecord) -> Path:
     )
     text = io.StringIO(newline="")
     writer = csv.writer(text)
-    writer.writerow(["rank", "run_id", "state", record.metric or "metric", *params, *summary_keys, "seconds"])
+    header = ["rank", "run_id", "state", record.metric or "metric", *params, *summary_keys, "seconds", "notes"]
+    writer.writerow(header)
     for i, run in enumerate(ranked, 1):
         summary = run.get("summary", {})
         writer.writerow(
             [i, run["run_id"], run["state"], run.get("metric_value"), *(run["params"].get(p) for p in params)]
             + [summary.get(k) for k in summary_keys]
-            + [run.get("seconds")]
+            + [run.get("seconds"), what_happened(run)]
         )
     path = record.directory / "sweep.csv"
     atomic.write_text(path, text.getvalue())  # a kill mid-write leaves the previous table
@@ -187,13 +202,14 @@ def print_leaderboard(record: SweepRecord, ranked: list[dict[str, Any]] | None =
     arrow = "↓" if record.minimize else "↑"
     table = Table(title=f"Sweep {record.sweep_id}: {len(ranked)} runs, best first ({record.metric} {arrow})")
     params = searched_params(record)
-    for name in ["#", "run", "state", f"{record.metric} {arrow}", *params, "s"]:
+    notes = [what_happened(run) for run in ranked]
+    for name in ["#", "run", "state", f"{record.metric} {arrow}", *params, "s", *(["notes"] if any(notes) else [])]:
         table.add_column(name, justify="right" if name in ("#", "s") else "left")
-    for i, run in enumerate(ranked, 1):
+    for i, (run, note) in enumerate(zip(ranked, notes, strict=True), 1):
         value = run.get("metric_value")
         shown = f"{value:.4g}" if _finite(value) else "-"
         cells = [str(i), run["run_id"], run["state"], shown, *(str(run["params"].get(p)) for p in params)]
-        table.add_row(*cells, f"{run.get('seconds') or 0:.0f}")
+        table.add_row(*cells, f"{run.get('seconds') or 0:.0f}", *([note] if any(notes) else []))
     Console().print(table)
     print(f"Results: {record.directory / 'sweep.csv'}, {record.directory / SweepRecord.FILE}")
 

@@ -11,10 +11,17 @@ its own directory ``<dir>/runs/<run id>/``, and is an ordinary offline W&B run i
 finished runs and counts them towards ``--count``. The leaderboard goes to the terminal, ``sweep.csv`` and
 ``sweep.json``.
 
-Nothing is lost or counted twice when ``lth-sweep`` dies: on Linux its runs die with it (``PR_SET_PDEATHSIG``; W&B's
-service follows its run), and the next start runs every cut-off run again under the same run id, in the same
-directory, with the same parameters. The cut-off attempt's files move to ``attempt-<n>/`` in that directory, so
-the run directory holds exactly one run file for the id, and ``lth-report`` counts the run once.
+Nothing is lost, trained twice or counted twice when ``lth-sweep`` dies or a run is cut off:
+
+- With the local launcher its runs die with it (``PR_SET_PDEATHSIG``; W&B's service follows its run); SLURM jobs
+  live on, and ``sweep.json`` holds their job ids, so the next ``lth-sweep`` adopts the jobs still queued or
+  running instead of starting them again.
+- A run cut off (lth-sweep killed, the job cancelled, preempted or failed) starts again under the same run id in
+  the same directory, and lth-train continues it from its last checkpoint into the same W&B run (it finds the run
+  folder by ``WANDB_RUN_ID``), so each round row and ticket version is logged once. A failed run is retried up to
+  ``retries`` times; a requeued SLURM job (same job id) is simply watched on.
+- A controller that does not answer (slurmctld restarting) delays submissions and checks, with one line, and
+  the sweep goes on when it is back.
 """
 
 from __future__ import annotations
@@ -29,11 +36,14 @@ from typing import Any
 
 from lth_wandb.sweeps import agent
 from lth_wandb.sweeps.launchers import LocalLauncher
-from lth_wandb.sweeps.leaderboard import SweepRecord
-from lth_wandb.tracking.runfiles import find_runs, read_history, read_run
+from lth_wandb.sweeps.leaderboard import ENDED, SweepRecord
+from lth_wandb.sweeps.slurm import SlurmLauncher, Unavailable
+from lth_wandb.tracking.runfiles import find_runs, read_history, read_run, started
 
 POLL_SECONDS = 0.5  # how often finished processes are collected
 MAX_CONSECUTIVE_FAILURES = 3  # a broken command fails every run: stop instead of burning the whole count
+USER_ERROR = 2  # lth-train's exit code for a mistake in the command or config: another attempt fails the same way
+SUBMIT_BACKOFF = (5.0, 300.0)  # seconds before the first retry of a refused submission, and the longest wait
 
 
 @dataclass
@@ -47,6 +57,18 @@ class _Active:
     stop_reason: str | None = None
     signalled_at: float | None = None
     history: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Waiting:
+    """A run to submit, kept while the scheduler's controller does not answer."""
+
+    record: dict[str, Any]
+    directory: Path
+    command: list[str]
+    env: dict[str, str]
+    retry_at: float = 0.0
+    delay: float = 0.0
 
 
 class SweepRunner:
@@ -63,8 +85,10 @@ class SweepRunner:
         kill_delay: seconds between SIGTERM and SIGKILL for a stopped run.
         check_every: seconds between early-termination checks. Each reads every running run's file (one call of
             the SDK's reader, ~0.7 s of CPU), and runs write their files this often instead of W&B's 15 s.
-        launcher: where runs execute (``lth_wandb.sweeps.launchers``): child processes here (default), or SLURM jobs
-            through submitit; the controller stays here either way.
+        launcher: where runs execute: child processes here (``LocalLauncher``, the default) or SLURM jobs
+            (``lth_wandb.sweeps.slurm.SlurmLauncher``); the controller stays here either way.
+        retries: how many times a run that failed or was cancelled is started again (it resumes from its
+            checkpoint). A run that failed with lth-train's exit code 2 (a mistake in its command) is not.
     """
 
     def __init__(
@@ -76,13 +100,17 @@ class SweepRunner:
         kill_delay: float = 30.0,
         check_every: float = 5.0,
         launcher: Any = None,
+        retries: int = 1,
     ):
         check_budget(record.config, count, workers)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries={retries!r} must be a whole number >= 0 (0: a failed run is not started again)")
         self.launcher = launcher or LocalLauncher()
-        self.record, self.count, self.workers = record, count, workers
+        self.record, self.count, self.workers, self.retries = record, count, workers, retries
         self.sweep_id_env, self.kill_delay, self.check_every = sweep_id_env, kill_delay, check_every
         self.metric = record.config.get("metric", {}).get("name")
         self.active: dict[str, _Active] = {}
+        self.waiting: dict[str, _Waiting] = {}
         self.exhausted = False
         self.failures = 0
 
@@ -91,6 +119,7 @@ class SweepRunner:
         interrupted, with the cut-off runs left to redo on the next start)."""
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
+            self._adopt()
             self._loop()
         except KeyboardInterrupt:
             self._interrupt()
@@ -107,7 +136,8 @@ class SweepRunner:
                 self._early_terminate()
                 next_check = time.monotonic() + self.check_every
             self._escalate()
-            while len(self.active) < self.workers and self._may_start():
+            self._submit_waiting()
+            while self._busy() < self.workers and self._may_start():
                 cut_off = self._next_cut_off()
                 if cut_off is not None:  # before new parameters: the engine already counts these as proposed
                     self._restart(cut_off)
@@ -117,26 +147,49 @@ class SweepRunner:
                     self.exhausted = True
                     break
                 self._start(params)
-            if not self.active and not self._may_start():
+            if not self._busy() and not self._may_start():
                 return
             time.sleep(POLL_SECONDS)
+
+    def _busy(self) -> int:
+        return len(self.active) + len(self.waiting)
+
+    def _adopt(self) -> None:
+        """Watch again the SLURM jobs an earlier lth-sweep submitted and that were still running when it stopped
+        (sweep.json keeps their ids): adopting, not resubmitting, is what keeps a run from training twice."""
+        for record in self.record.runs:
+            if record["state"] != "running" or "job_id" not in record:
+                continue
+            if not hasattr(self.launcher, "adopt"):
+                raise ValueError(
+                    f"run {record['run_id']} is SLURM job {record['job_id']}, which this sweep's earlier lth-sweep "
+                    "started. Hint: restart it with --launcher slurm, so that the job is watched, not run twice"
+                )
+            directory = self.record.directory / record["directory"]
+            process = self.launcher.adopt(record["job_id"], directory)
+            self.active[record["run_id"]] = _Active(record, process, directory, time.monotonic())
+            say(f"run {record['run_id']}: watching SLURM job {record['job_id']} again")
 
     def _may_start(self) -> bool:
         if self.failures >= MAX_CONSECUTIVE_FAILURES:
             return False
-        if self.exhausted and self._next_cut_off() is None:
-            return False
-        return self.count is None or len(self.record.counted()) + len(self.active) < self.count
+        if self._next_cut_off() is not None:
+            return True  # proposed before and not ended: already within the count
+        return not self.exhausted and (self.count is None or len(self.record.counted()) + self._busy() < self.count)
 
     def _next_cut_off(self) -> dict[str, Any] | None:
-        """The first run cut off when an earlier ``lth-sweep`` stopped, not yet started again."""
-        return next((r for r in self.record.runs if r["state"] == "interrupted"), None)
+        """The first run cut off (when an earlier ``lth-sweep`` stopped, or by its job's end) to start again."""
+        return next((r for r in self.record.runs if r["state"] in ("interrupted", "retrying")), None)
 
     def _engine_runs(self):
+        """Every run proposed so far, as the engine sees it: ended ones with their results, the others (running,
+        waiting for the scheduler, or to be started again) as running, so their parameters are not proposed again."""
         ended = [self.record.sweep_run(r) for r in self.record.counted()]
+        histories = {run_id: a.history for run_id, a in self.active.items()}
         running = [
-            agent.to_sweep_run(run_id, a.record["params"], "running", self.metric, a.history)
-            for run_id, a in self.active.items()
+            agent.to_sweep_run(r["run_id"], r["params"], "running", self.metric, histories.get(r["run_id"], []))
+            for r in self.record.runs
+            if r["state"] not in ENDED
         ]
         return ended + running
 
@@ -144,23 +197,22 @@ class SweepRunner:
         run_id = agent.new_id()
         directory = self.record.directory / "runs" / run_id
         directory.mkdir(parents=True)
-        record = {"run_id": run_id, "params": params, "state": "running"}
+        record = {"run_id": run_id, "params": params, "state": "running", "attempt": 1}
         record["directory"] = str(directory.relative_to(self.record.directory))
         self.record.add(record)
         self._launch(record, directory)
         say(f"run {run_id} started: " + " ".join(f"{k}={v}" for k, v in params.items()))
 
     def _restart(self, record: dict[str, Any]) -> None:
-        """Run a cut-off run again from the start: same id, directory and parameters, so it stays one run."""
+        """Start a cut-off run again: same id, directory and parameters; lth-train continues it from its checkpoint
+        into the same W&B run."""
         directory = self.record.directory / record["directory"]
         directory.mkdir(parents=True, exist_ok=True)
-        attempt = _set_aside(directory)
         for key in _RESULT_KEYS:  # what the cut-off attempt left describes no finished run
             record.pop(key, None)
-        record["state"], record["attempt"] = "running", attempt + 1
-        self.record.save()
+        record["state"], record["attempt"] = "running", record.get("attempt", 1) + 1
         self._launch(record, directory)
-        say(f"run {record['run_id']} started again (attempt {attempt + 1}; the cut-off one is in attempt-{attempt}/)")
+        say(f"run {record['run_id']} started again (attempt {record['attempt']}; it continues from its checkpoint)")
 
     def _launch(self, record: dict[str, Any], directory: Path) -> None:
         run_id, params, sweep_id = record["run_id"], record["params"], self.record.sweep_id
@@ -179,10 +231,44 @@ class SweepRunner:
         if self.record.config.get("early_terminate"):
             # W&B writes a running run's file every 15 s by default: too stale for stopping decisions.
             env.setdefault("WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL", str(self.check_every))
-        process = self.launcher.start(command, directory, env)
         record["command"] = command
         self.record.save()
-        self.active[run_id] = _Active(record, process, directory, time.monotonic())
+        self._submit(_Waiting(record, directory, command, env))
+
+    def _submit(self, waiting: _Waiting) -> None:
+        """Start the run, or keep it waiting (with back-off) while the scheduler's controller does not answer."""
+        record, run_id = waiting.record, waiting.record["run_id"]
+        try:
+            if isinstance(self.launcher, SlurmLauncher):
+                gpus = gpus_asked(record["params"])
+                process = self.launcher.start(waiting.command, waiting.directory, waiting.env, gpus=gpus)
+            else:
+                process = self.launcher.start(waiting.command, waiting.directory, waiting.env)
+        except Unavailable:
+            waiting.delay = SUBMIT_BACKOFF[0] if waiting.delay == 0 else min(waiting.delay * 2, SUBMIT_BACKOFF[1])
+            waiting.retry_at = time.monotonic() + waiting.delay
+            self.waiting[run_id] = waiting
+            return
+        except ValueError as error:  # the scheduler refused this job: the run fails, with SLURM's reason
+            self.waiting.pop(run_id, None)
+            record["state"], record["error"] = "failed", str(error)
+            self.record.save()
+            self.failures += 1
+            say(f"run {run_id} failed: {error}")
+            return
+        if self.waiting.pop(run_id, None) is not None:
+            say(f"run {run_id} submitted (SLURM job {process.job_id})")
+        job_id = getattr(process, "job_id", None)
+        if job_id is not None:
+            record["job_id"] = job_id
+            record.setdefault("jobs", []).append(job_id)
+        self.record.save()  # with the job id: a restarted lth-sweep adopts the job instead of running it twice
+        self.active[run_id] = _Active(record, process, waiting.directory, time.monotonic())
+
+    def _submit_waiting(self) -> None:
+        for waiting in list(self.waiting.values()):
+            if time.monotonic() >= waiting.retry_at:
+                self._submit(waiting)
 
     def _collect(self) -> None:
         for run_id, active in list(self.active.items()):
@@ -195,15 +281,23 @@ class SweepRunner:
     def _finish(self, active: _Active, code: int) -> None:
         record = active.record
         record["exit_code"] = code
-        record["seconds"] = round(time.monotonic() - active.started, 1)
+        record["seconds"] = round(record.get("seconds", 0) + time.monotonic() - active.started, 1)
+        ending = dict(getattr(active.process, "ending", {}))  # SLURM's word on how the job ended
         wandb_code = self._read_back(record, active.directory)
-        # Lightning ends a SIGTERMed fit with SystemExit (exit code 0); the W&B run, finished with exit code 1,
-        # tells a stopped run from one that completed just before the signal.
+        # W&B's exit code tells a run stopped by a signal (Lightning's SIGTERM stop) from one that completed.
         completed = code == 0 and wandb_code in (0, None)
+        record.setdefault("attempts", []).append(
+            {"attempt": record.get("attempt", 1), "exit_code": code, **({"job_id": record["job_id"]} if "job_id" in
+             record else {}), **{k: ending[k] for k in ("slurm_state", "signals") if k in ending}}  # fmt: skip
+        )
         if active.stop_reason is not None and not completed:
             record["state"], record["stop_reason"] = "stopped", active.stop_reason
+        elif completed:
+            record["state"] = "finished"
+        elif code != USER_ERROR and record.get("attempt", 1) <= self.retries:
+            record["state"] = "retrying"  # started again by the loop, from its checkpoint
         else:
-            record["state"] = "finished" if completed else "failed"
+            record["state"] = "failed"
         late = active.stop_reason is not None and completed  # it ended before the stop reached it
         if late:
             record["stop_requested"] = active.stop_reason
@@ -213,34 +307,46 @@ class SweepRunner:
         value = record.get("metric_value")
         shown = f" {self.metric}={value:.4g}" if isinstance(value, (int, float)) else ""
         after = " (it completed before the stop reached it)" if late else ""
-        say(f"run {record['run_id']} {record['state']}{shown} in {record['seconds']:.0f} s{after}")
+        slurm_state = ending.get("slurm_state")
+        how = f" (SLURM: {slurm_state})" if slurm_state not in (None, "GONE", "COMPLETED") else ""
+        if record["state"] == "retrying":
+            say(f"run {record['run_id']} ended with exit code {code}{how}; starting it again "
+                f"(attempt {record['attempt'] + 1} of {self.retries + 1})")  # fmt: skip
+            return
+        say(f"run {record['run_id']} {record['state']}{shown}{how} in {record['seconds']:.0f} s{after}")
         if record["state"] == "failed":
             say(f"  exit code {code}; its output: {active.directory / 'output.log'}{_last_line(active.directory)}")
             if self.failures >= MAX_CONSECUTIVE_FAILURES:
                 say(f"{self.failures} runs in a row failed: no new runs are started. Fix the command and rerun.")
 
     def _read_back(self, record: dict[str, Any], directory: Path) -> int | None:
-        """Copy the run's metric history and scalar summary from its W&B run file; returns the exit code W&B
-        recorded (None when there is no run file, e.g. the command failed before wandb.init)."""
-        path = _run_path(directory, record["run_id"])
-        if path is None:
-            return None
-        try:
-            run = read_run(path)
-        except (RuntimeError, ValueError) as error:  # e.g. a run file cut short by SIGKILL
-            record["read_error"] = str(error)[-500:]
-            return None
-        record["wandb_run"] = str(path.relative_to(self.record.directory))
-        record["history"] = _metric_values(run.history, self.metric)
-        record["summary"] = {k: v for k, v in run.summary.items() if _is_scalar(v) and not k.startswith("_")}
-        return run.exit_code
+        """Copy the run's metric history and scalar summary from its W&B run files (one per attempt, in order:
+        a resumed attempt continues the run); returns the exit code W&B recorded last (None when there is no run
+        file, e.g. the command failed before wandb.init)."""
+        paths = _run_paths(directory, record["run_id"])
+        history: list[float] = []
+        summary: dict[str, Any] = {}
+        exit_code = None
+        for path in paths:
+            try:
+                run = read_run(path)
+            except (RuntimeError, ValueError) as error:  # e.g. a run file cut short by SIGKILL
+                record["read_error"] = str(error)[-500:]
+                continue
+            record["wandb_run"] = str(path.relative_to(self.record.directory))
+            history += _metric_values(run.history, self.metric)
+            summary.update({k: v for k, v in run.summary.items() if _is_scalar(v) and not k.startswith("_")})
+            exit_code = run.exit_code
+        if paths:
+            record["history"], record["summary"] = history, summary
+        return exit_code
 
     def _early_terminate(self) -> None:
         for run_id, active in self.active.items():
-            path = _run_path(active.directory, run_id)
-            if path is not None and active.stop_reason is None:
+            paths = _run_paths(active.directory, run_id)  # a resumed run: its earlier attempts' values first
+            if paths and active.stop_reason is None:
                 try:
-                    active.history = _metric_values(read_history(path), self.metric)
+                    active.history = [v for path in paths for v in _metric_values(read_history(path), self.metric)]
                 except (RuntimeError, ValueError, FileNotFoundError):
                     pass  # the file is being created; next check
         for run_id, reason in agent.runs_to_stop(self.record.config, self._engine_runs()).items():
@@ -266,10 +372,27 @@ class SweepRunner:
                 code = active.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 active.process.kill()
-                code = active.process.wait()
+                try:
+                    code = active.process.wait(timeout=self.kill_delay + 60)
+                except subprocess.TimeoutExpired:  # a job SLURM has not confirmed gone: the next start adopts it
+                    say(f"run {active.record['run_id']}: its job may still run; the next lth-sweep watches it")
+                    continue
             active.record["state"], active.record["exit_code"] = "interrupted", code
+        for waiting in self.waiting.values():
+            waiting.record["state"] = "interrupted"
         self.active.clear()
+        self.waiting.clear()
         self.record.save()
+
+
+def gpus_asked(params: dict[str, Any]) -> int:
+    """GPUs an lth-train run asks for (``trainer=gpu``, or ``trainer.accelerator=gpu|cuda``): its
+    ``trainer.devices`` when a number, else 1; 0 for a CPU run, the default, so jobs fit a CPU partition."""
+    accelerator = str(params.get("trainer.accelerator", "gpu" if params.get("trainer") == "gpu" else ""))
+    if accelerator not in ("gpu", "cuda"):
+        return 0
+    devices = params.get("trainer.devices", 1)
+    return devices if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0 else 1
 
 
 def check_budget(config: dict[str, Any], count: int | None, workers: int = 1) -> None:
@@ -284,9 +407,9 @@ def check_budget(config: dict[str, Any], count: int | None, workers: int = 1) ->
         )
 
 
-def _run_path(directory: Path, run_id: str) -> Path | None:
-    found = [p for p in find_runs(directory / "wandb") if p.name.endswith(f"-{run_id}")]
-    return found[-1] if found else None
+def _run_paths(directory: Path, run_id: str) -> list[Path]:
+    """The run's W&B run folders in its directory, oldest first (one per attempt)."""
+    return sorted((p for p in find_runs(directory / "wandb") if p.name.endswith(f"-{run_id}")), key=started)
 
 
 def _metric_values(history: list[dict[str, Any]], metric: str | None) -> list[float]:
@@ -304,22 +427,7 @@ def _is_scalar(value: Any) -> bool:
 
 
 # What a run's record holds about its last attempt; a restart clears it.
-_RESULT_KEYS = ("exit_code", "seconds", "history", "summary", "metric_value", "wandb_run", "read_error", "stop_reason")
-
-
-def _set_aside(directory: Path) -> int:
-    """Move what an earlier attempt left in a run directory into ``attempt-<n>/``; returns n.
-
-    Readers that look for the run's file in ``<directory>/wandb`` (lth-sweep) find only the new attempt's.
-    ``lth-report``, which searches whole trees, counts one run per id.
-    """
-    attempt = 1 + sum(1 for p in directory.glob("attempt-*") if p.is_dir())
-    aside = directory / f"attempt-{attempt}"
-    aside.mkdir()
-    for entry in directory.iterdir():
-        if entry != aside and not entry.name.startswith("attempt-"):
-            entry.rename(aside / entry.name)
-    return attempt
+_RESULT_KEYS = ("exit_code", "history", "summary", "metric_value", "wandb_run", "read_error", "stop_reason")
 
 
 def _raise_interrupt(signum, frame) -> None:

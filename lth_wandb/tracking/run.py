@@ -6,8 +6,10 @@ Offline is a first-class mode: without credentials, runs are written to disk and
 
 from __future__ import annotations
 
+import contextlib
 import netrc
 import os
+import sys
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
@@ -18,6 +20,7 @@ import wandb
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
+from lth_wandb.processes import slurm_job_ending
 from lth_wandb.tracking import ROUND, WANDB_MODES
 
 try:  # wandb's own lookup knows its host aliases (the default host also accepts an api.wandb.ai entry)
@@ -144,9 +147,24 @@ def make_logger(
 
 def finish_run(exit_code: int) -> None:
     """Finish the active W&B run, if any, so a non-zero ``exit_code`` marks it failed. Call it on the error
-    path and between Hydra multirun jobs (each job needs its own run)."""
-    if wandb.run is not None:
+    path and between Hydra multirun jobs (each job needs its own run).
+
+    A scheduler's signal reaches every process of a job, W&B's service too, which may have exited first: then
+    the run file holds what was written up to a second before (FLUSH_SECONDS), and one line says so instead of
+    W&B's tracebacks at exit.
+    """
+    if wandb.run is None:
+        return
+    try:
         wandb.finish(exit_code=exit_code)
+    except ConnectionError:
+        with contextlib.suppress(ConnectionError, AssertionError):
+            wandb.teardown(exit_code)  # unregisters W&B's exit hook, which would fail the same way
+        print(
+            f"lth-train: W&B's service had already stopped (a job's signal reaches all its processes); the run "
+            f"keeps what it logged up to {FLUSH_SECONDS:g} s before",
+            file=sys.stderr,
+        )
 
 
 def sent_before(run: Any) -> set[str]:
@@ -181,3 +199,12 @@ def sent_before(run: Any) -> set[str]:
     for name, aliases in artifacts:
         sent |= {f"{alias}/{name.split('-')[0]}" for alias in aliases if alias.startswith("round-")}
     return sent
+
+
+def mark_preempting_if_requeued() -> None:
+    """Mark the active run *preempting* when it runs under a W&B sweep in a SLURM job that is ending: the W&B server
+    then requeues the run, and the agent that takes it (the requeued job's, or another) resumes it under its id
+    (lth-train finds its folder by ``WANDB_RUN_ID``). A run the agent itself stops (Hyperband) is not marked."""
+    if wandb.run is not None and os.environ.get("WANDB_SWEEP_ID") and slurm_job_ending():
+        with contextlib.suppress(ConnectionError):  # the service may have stopped with the job
+            wandb.run.mark_preempting()
