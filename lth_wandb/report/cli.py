@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+import lth_wandb
+
 DEFAULT_HTML = "report/report.html"
 DEFAULT_SPEC = "report-spec.json"
 OVERLAP_TITLE = "**Mask overlap at equal density** (IoU of the kept weights; chance: two independent random masks)"
@@ -26,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
         description="Build the lottery-ticket report of a run, a group or a sweep: a W&B Report "
         "(--entity/--project) or a self-contained HTML page from local run files (--offline).",
     )
+    p.add_argument("--version", action="store_true", help="print the versions of lth-report and its libraries")
     p.add_argument(
         "--offline",
         metavar="DIR",
@@ -85,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     p = parser()
     args = p.parse_args(argv)
+    if args.version:  # printed whole: argparse's own version action wraps it at the terminal's width
+        print(lth_wandb.version_text("lth-report"))
+        return 0
     _validate(p, args)
     try:
         return offline_report(args) if args.offline else wandb_report(args)

@@ -104,7 +104,8 @@ class RoundCallback(pl.Callback):
     def _run(self, trainer: pl.Trainer) -> Any:
         if not trainer.is_global_zero:
             return None
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+        # By name too: the `lightning` package's WandbLogger (lightning.pytorch.loggers) is another class.
+        logger = next((lg for lg in trainer.loggers if type(lg).__name__ == WandbLogger.__name__), None)
         return None if logger is None else logger.experiment
 
     def _handle_new_rounds(self, trainer: pl.Trainer) -> Any:
@@ -141,6 +142,7 @@ class RoundLogger(RoundCallback):
             )
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self._warned_image = False
+        self._order: dict[str, int] = {}  # the model's parameter names in its own order: the first layer first
 
     @property
     def best_key(self) -> str:
@@ -149,6 +151,7 @@ class RoundLogger(RoundCallback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
+        self._order = {name: i for i, (name, _) in enumerate(pl_module.named_parameters())}
         run = self._run(trainer)
         if run is None:
             return
@@ -217,7 +220,9 @@ class RoundLogger(RoundCallback):
         masks = self.lottery.masks_of(round)  # a resumed run may log an earlier round's row late
         if not masks:
             return None
-        name, mask = next(iter(masks.items()))
+        # The first layer in the model's order: a mask dict may list another first (criteria at initialisation).
+        name = min(masks, key=lambda n: self._order.get(n, len(self._order)))
+        mask = masks[name]
         values = first_layer_connectivity(mask, self.input_shape)
         if values is None:
             is_image = self.input_shape is not None and len(self.input_shape) in (2, 3)
