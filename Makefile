@@ -18,13 +18,17 @@ OLDEST_TESTS = tests/test_tracking.py tests/test_artifacts.py tests/test_train.p
 OLDEST_VENV ?= .venv-oldest
 OLDEST_STAMP = $(OLDEST_VENV)/.installed
 
-.PHONY: install demo test test-oldest lint bench clean
+.PHONY: install demo test test-oldest lint bench dist clean
+
+# setuptools notes that an editable install of a package mapped from two folders (lth_wandb/, conf/) is served by
+# an import finder: information, not a problem, printed by pip as a warning banner; it is the only one filtered.
+QUIET_EDITABLE = PYTHONWARNINGS="ignore:Editable installation:UserWarning"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -37,7 +41,7 @@ $(OLDEST_STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(OLDEST_VENV)
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(OLDEST_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(OLDEST_VENV)/bin/python -m pip install --quiet -e ".[dev]" $(OLDEST_PINS)
+	$(QUIET_EDITABLE) $(OLDEST_VENV)/bin/python -m pip install --quiet -e ".[dev]" $(OLDEST_PINS)
 	touch $(OLDEST_STAMP)
 
 demo: install
@@ -59,5 +63,15 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/overhead.py
 
+# A wheel and an sdist in dist/, as they would be published: built in an isolated environment (python -m build),
+# with no warning from the build (PYTHONDONTWRITEBYTECODE only makes setuptools say it skips byte-compiling), and
+# checked by twine (metadata, README rendering). tests/test_packaging.py checks the same without isolation.
+dist: install
+	rm -rf dist && mkdir dist
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m build --outdir dist . > dist/build.log 2>&1 \
+	  || { cat dist/build.log; exit 1; }
+	@if grep -i "warn" dist/build.log; then echo "make dist: the build warned (above; the log: dist/build.log)" >&2; exit 1; fi
+	$(BIN)/twine check --strict dist/*.whl dist/*.tar.gz
+
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) outputs multirun wandb lightning_logs report
+	rm -rf $(VENV) $(OLDEST_VENV) outputs multirun wandb lightning_logs report dist
