@@ -21,8 +21,9 @@ def listed_packages() -> set[str]:
 
 def test_every_package_and_config_folder_is_listed():
     """setuptools warns about a folder it finds but was not told of (every config folder used to be one)."""
-    code = {".".join(p.relative_to(ROOT).parts) for p in (ROOT / "lth_wandb").rglob("*") if (p / "__init__.py").is_file()}
-    conf = {".".join(("lth_wandb", *p.relative_to(ROOT).parts)) for p in (ROOT / "conf").rglob("*") if p.is_dir()}
+    code = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "lth_wandb").rglob("__init__.py")}
+    folders = [p for p in (ROOT / "conf").rglob("*") if p.is_dir() and p.name != "__pycache__"]
+    conf = {".".join(("lth_wandb", *p.relative_to(ROOT).parts)) for p in folders}
     assert listed_packages() == code | conf | {"lth_wandb", "lth_wandb.conf"}
 
 
