@@ -157,6 +157,8 @@ class SlurmCluster:
                     f"SlurmdPort={_free_port()}",
                     "SlurmUser=root",
                     "AuthType=auth/munge",
+                    # A requeued job waits this long before it may start again (SLURM's default: 120 s).
+                    "AuthInfo=cred_expire=10",
                     "CredType=cred/munge",
                     "ProctrackType=proctrack/linuxproc",
                     "TaskPlugin=task/none",

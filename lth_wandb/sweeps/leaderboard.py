@@ -158,10 +158,12 @@ def what_happened(run: dict[str, Any]) -> str:
     if run.get("error"):
         return run["error"]
     attempts = run.get("attempts", [])
-    if len(attempts) <= 1:
-        return ""
-    earlier = [f"{a['attempt']}: {a.get('slurm_state') or 'ended'}, exit {a['exit_code']}" for a in attempts[:-1]]
-    return f"attempt {attempts[-1]['attempt']}; " + "; ".join(earlier)
+    requeued = sum(a.get("restarts", 0) for a in attempts)
+    notes = [f"requeued by SLURM {requeued}x"] if requeued else []
+    if len(attempts) > 1:
+        earlier = [f"{a['attempt']}: {a.get('slurm_state') or 'ended'}, exit {a['exit_code']}" for a in attempts[:-1]]
+        notes.insert(0, f"attempt {attempts[-1]['attempt']}; " + "; ".join(earlier))
+    return "; ".join(notes)
 
 
 def searched_params(record: SweepRecord) -> list[str]:

@@ -286,10 +286,10 @@ class SweepRunner:
         wandb_code = self._read_back(record, active.directory)
         # W&B's exit code tells a run stopped by a signal (Lightning's SIGTERM stop) from one that completed.
         completed = code == 0 and wandb_code in (0, None)
-        record.setdefault("attempts", []).append(
-            {"attempt": record.get("attempt", 1), "exit_code": code, **({"job_id": record["job_id"]} if "job_id" in
-             record else {}), **{k: ending[k] for k in ("slurm_state", "signals") if k in ending}}  # fmt: skip
-        )
+        attempt = {"attempt": record.get("attempt", 1), "exit_code": code}
+        attempt.update({k: record[k] for k in ("job_id",) if k in record})
+        attempt.update({k: ending[k] for k in ("slurm_state", "signals", "restarts") if k in ending})
+        record.setdefault("attempts", []).append(attempt)
         if active.stop_reason is not None and not completed:
             record["state"], record["stop_reason"] = "stopped", active.stop_reason
         elif completed:

@@ -214,6 +214,8 @@ class SlurmJob:
                 return 1
             return None
         self.ending = {"slurm_state": state.state, **_read_exit(self.directory / EXIT_FILE, self.job_id)}
+        if self.restarts:
+            self.ending["restarts"] = self.restarts  # preempted or out of time, and continued under the same job
         return int(self.ending.get("exit_code", 1))
 
     @property
