@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import subprocess_env
+from wandb_files import artifact_versions, round_rows
 
 from lth_wandb.app.resume import shell_override
 from lth_wandb.tracking.runfiles import find_runs, read_run
@@ -57,40 +58,6 @@ def tickets(folder: Path) -> dict[str, object]:
             manifest = json.loads(path.read_text())
             found[key] = {k: v for k, v in manifest["metadata"].items() if k not in TIMINGS}
     return found
-
-
-def written_runs(cwd: Path) -> list:
-    """Every attempt's run file in ``cwd/wandb`` that holds records: an attempt killed before W&B first wrote to
-    its file (a loaded machine, a kill within W&B's first flush) holds none, and everything of it is logged again."""
-    runs = []
-    for path in find_runs(cwd / "wandb"):
-        try:
-            runs.append(read_run(path))
-        except ValueError:
-            continue
-    return runs
-
-
-def round_rows(cwd: Path) -> tuple[set[str], list[dict]]:
-    """The W&B run ids in ``cwd/wandb`` and the round rows of all their run files, in order (media left out)."""
-    runs = written_runs(cwd)
-    rows = [
-        {k: v for k, v in row.items() if k.startswith("round") and not isinstance(v, dict)}
-        for run in runs
-        for row in run.history
-        if "round/density" in row
-    ]
-    return {run.run_id for run in runs}, rows
-
-
-def artifact_versions(cwd: Path) -> list[tuple[str, tuple[str, ...]]]:
-    """(artifact name, round aliases) of every artifact the run files logged."""
-    logged = []
-    for run in written_runs(cwd):
-        for artifact in run.artifacts:
-            aliases = tuple(a for a in artifact.get("aliases", []) if a.startswith("round-"))
-            logged.append((artifact.get("name", "").split("-")[0], aliases))
-    return sorted(logged)
 
 
 @pytest.fixture(scope="module")
