@@ -228,7 +228,7 @@ def test_fused_adam_is_opt_in():
 def test_classifier_rejects_bad_settings():
     with pytest.raises(ValueError, match=r"unknown optimizer 'rmsprop'; valid: \['adam', 'adamw', 'sgd'\]"):
         Classifier(TinyMLP(), optimizer="rmsprop")
-    with pytest.raises(ValueError, match=r"unknown scheduler 'linear'; valid: \['none', 'step', 'cosine'\]"):
+    with pytest.raises(ValueError, match=r"unknown scheduler 'linear'; valid: \['none', 'step', 'cosine', 'multistep'"):
         Classifier(TinyMLP(), scheduler="linear")
     with pytest.raises(ValueError, match=r"lr=0 is outside \(0.0, inf\)"):
         Classifier(TinyMLP(), lr=0)

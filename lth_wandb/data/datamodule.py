@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset, get_worker_info
 
+from lth_wandb.data.augment import augment_batch
 from lth_wandb.data.sources import get
 
 
@@ -32,6 +33,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         download: fetch missing files when online.
         normalize: standardise each channel with the mean and std of the training split.
         eval_batch_size: batch size of the validation and test loaders (it does not change results).
+        augment: training images randomly cropped from a 4-pixel zero padding and flipped left-right, per batch
+            (He et al.'s CIFAR augmentation, open_lth's default; ``lth_wandb.data.augment``). Validation and test
+            images are never augmented.
         **source_kwargs: passed to the loader, e.g. ``num_samples`` and ``shape`` for ``"synthetic"``.
     """
 
@@ -46,6 +50,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         download: bool = False,
         normalize: bool = False,
         eval_batch_size: int = 1000,
+        augment: bool = False,
         **source_kwargs,
     ) -> None:
         super().__init__()
@@ -63,6 +68,11 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.name, self.root, self.download = name, root, download
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.val_size, self.seed, self.normalize = val_size, seed, normalize
+        if not isinstance(augment, bool):
+            raise ValueError(f"augment={augment!r} must be true or false. Hint: true crops and flips training images")
+        self.augment = augment
+        # Its own stream, so augmenting leaves the shuffle order as it was.
+        self.augment_generator = torch.Generator().manual_seed(seed + 1)
         self.source_kwargs = source_kwargs
         # One generator for the whole run: each epoch (and each pruning round) continues its stream.
         self.shuffle_generator = torch.Generator().manual_seed(seed)
@@ -107,10 +117,17 @@ class ClassificationDataModule(pl.LightningDataModule):
             )
         order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(self.seed))
         val_idx, train_idx = order[:n_val], order[n_val:]
+        black = torch.zeros(x_train.shape[1])
         if self.normalize:
             mean, std = _channel_stats(x_train[train_idx])
             x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-        self.train_set = BatchedTensorDataset(x_train[train_idx], y_train[train_idx])
+            black = ((0 - mean) / std).reshape(-1)
+        if self.augment:
+            self.train_set = AugmentedTensorDataset(
+                x_train[train_idx], y_train[train_idx], fill=black, generator=self.augment_generator
+            )
+        else:
+            self.train_set = BatchedTensorDataset(x_train[train_idx], y_train[train_idx])
         self.val_set = BatchedTensorDataset(x_train[val_idx], y_train[val_idx])
         self.test_set = BatchedTensorDataset(x_test, y_test)
 
@@ -126,11 +143,16 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict:
         # Saved in Lightning checkpoints so a resumed run continues the same shuffle order.
-        return {"shuffle_generator": self.shuffle_generator.get_state()}
+        return {
+            "shuffle_generator": self.shuffle_generator.get_state(),
+            "augment_generator": self.augment_generator.get_state(),
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict.get("shuffle_generator") is not None:
             self.shuffle_generator.set_state(state_dict["shuffle_generator"])
+        if state_dict.get("augment_generator") is not None:
+            self.augment_generator.set_state(state_dict["augment_generator"])
 
     def _load(self):
         return self.source.load(root=self.root, download=self.download, **self.source_kwargs)
@@ -164,6 +186,24 @@ class BatchedTensorDataset(TensorDataset):
     def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
         order = np.asarray(indices, dtype=np.int64)
         return [_take(t, order) for t in self.tensors]
+
+
+class AugmentedTensorDataset(BatchedTensorDataset):
+    """Training images served augmented (``augment_batch``), a batch at a time. Draws come from ``generator``
+    (part of the DataModule's state, so a resumed run continues them); in a DataLoader worker from the worker's own
+    seeded RNG, since every worker holds a copy of the generator and would repeat the others' draws."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, fill: torch.Tensor, generator: torch.Generator):
+        super().__init__(images, labels)
+        self.fill, self.generator = fill, generator
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        x, y = super().__getitems__(indices)
+        return [augment_batch(x, self.fill, self.generator if get_worker_info() is None else None), y]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.__getitems__([index])
+        return x[0], y[0]
 
 
 def as_batch(batch: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -11,8 +11,10 @@ from torch import nn
 
 from lth_wandb.models.classifier import Classifier
 from lth_wandb.models.conv import Conv2, Conv4, Conv6, ConvNet
+from lth_wandb.models.imagenet_resnet import ResNet50
 from lth_wandb.models.mlp import MLP, LeNet300100, TinyMLP
 from lth_wandb.models.resnet import ResNet20
+from lth_wandb.models.vgg import VGG16
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet300100": LeNet300100,
@@ -22,6 +24,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "conv4": Conv4,
     "conv6": Conv6,
     "resnet20": ResNet20,
+    "vgg16": VGG16,
+    "resnet50": ResNet50,
 }
 
 
@@ -49,6 +53,8 @@ __all__ = [
     "ConvNet",
     "LeNet300100",
     "ResNet20",
+    "ResNet50",
+    "VGG16",
     "TinyMLP",
     "get",
 ]

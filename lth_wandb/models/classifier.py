@@ -8,6 +8,7 @@ iteration (minimum ``val/loss``), which is how Frankle & Carbin report it, witho
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lth_wandb.models import schedules
+from lth_wandb.models.schedules import SCHEDULERS
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "step", "cosine")
 # Metric prefix per validation dataloader index.
 EVAL_PREFIXES = ("val", "test")
 
@@ -35,12 +38,16 @@ class Classifier(pl.LightningModule):
         momentum: SGD momentum (ignored by Adam/AdamW).
         nesterov: Nesterov momentum for SGD.
         weight_decay: L2 penalty (decoupled for AdamW).
-        scheduler: ``"none"``, ``"step"`` (multiply by ``gamma`` every ``step_size`` epochs) or ``"cosine"``
-            (anneal to 0 over ``cosine_epochs``).
+        scheduler: ``"none"``, ``"step"`` (multiply by ``gamma`` every ``step_size`` epochs), ``"cosine"``
+            (anneal to 0 over ``cosine_epochs``) or ``"multistep"`` (multiply by ``gamma`` at each of ``milestones``,
+            after a linear warm-up of ``warmup_epochs``: open_lth's schedule).
         step_size: epochs between decays for ``"step"``.
         gamma: decay factor for ``"step"``.
         cosine_epochs: length of the cosine schedule; None uses ``trainer.max_epochs``. Set it when one
             ``fit`` covers several pruning rounds, so the schedule spans one round.
+        milestones: epochs at which ``"multistep"`` multiplies the rate by ``gamma`` (open_lth's CIFAR: 80, 120).
+        warmup_epochs: ``"multistep"`` only: epochs of linear warm-up from 0, per iteration (then the schedule is
+            stepped every iteration; open_lth's ImageNet: 5).
         fused: Adam/AdamW's fused implementation (``True``), the for-loop one (``False``) or PyTorch's default
             (``None``). Fused is faster on the CPU and on GPUs but not bit-identical to the default.
     """
@@ -61,6 +68,8 @@ class Classifier(pl.LightningModule):
         gamma: float = 0.1,
         cosine_epochs: int | None = None,
         fused: bool | None = None,
+        milestones: Sequence[int] = (),
+        warmup_epochs: int = 0,
     ) -> None:
         super().__init__()
         _check_choice("optimizer", optimizer, OPTIMIZERS, "'adam' with lr=1.2e-3 is the paper's LeNet setting")
@@ -72,6 +81,7 @@ class Classifier(pl.LightningModule):
         _check_positive_int("step_size", step_size)
         if cosine_epochs is not None:
             _check_positive_int("cosine_epochs", cosine_epochs)
+        milestones, warmup_epochs = schedules.check_milestones(milestones, warmup_epochs, scheduler)
         if fused is not None and (not isinstance(fused, bool) or (fused and optimizer == "sgd")):
             raise ValueError(
                 f"fused={fused!r} needs optimizer 'adam' or 'adamw' (got {optimizer!r}) and must be True, False or "
@@ -158,19 +168,8 @@ class Classifier(pl.LightningModule):
         """Build a fresh optimizer and scheduler; safe to call again to reset them between rounds."""
         hp = self.hparams
         optimizer = _build_optimizer(self.parameters(), hp)
-        if hp.scheduler == "none":
-            return optimizer
-        if hp.scheduler == "step":
-            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
-        else:
-            epochs = hp.cosine_epochs or self.trainer.max_epochs
-            if not epochs or epochs < 1:
-                raise ValueError(
-                    f"scheduler='cosine' needs a finite length, but cosine_epochs={hp.cosine_epochs} and "
-                    f"trainer.max_epochs={self.trainer.max_epochs}. Hint: set cosine_epochs or max_epochs."
-                )
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        scheduler = schedules.build(optimizer, hp, self)
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
 def _build_optimizer(params, hp) -> torch.optim.Optimizer:

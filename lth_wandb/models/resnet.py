@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lth_wandb.models.init import apply_init, check_init
+
 SHORTCUTS = ("pad", "conv")
 
 
@@ -61,11 +63,14 @@ class ResNet20(nn.Module):
     Args:
         in_channels: channels of the input images.
         num_classes: number of output logits.
-        shortcut: ``"pad"`` (option A, the paper's CIFAR choice) or ``"conv"`` (1x1 projection).
+        shortcut: ``"pad"`` (option A, the paper's CIFAR choice) or ``"conv"`` (1x1 projection, open_lth's).
+        init: None (He normal fan-out convolutions, PyTorch's default elsewhere) or ``"open_lth"`` (see
+            :mod:`lth_wandb.models.init`).
     """
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, shortcut: str = "pad") -> None:
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, shortcut: str = "pad", init: str | None = None):
         super().__init__()
+        check_init(init)
         if shortcut not in SHORTCUTS:
             raise ValueError(
                 f"unknown shortcut {shortcut!r}; valid: {list(SHORTCUTS)}. "
@@ -83,6 +88,7 @@ class ResNet20(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        apply_init(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn(self.conv(x)))
