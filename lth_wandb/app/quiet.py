@@ -4,7 +4,11 @@ PyTorch Lightning: lth-train calls this before it knows whether it will train at
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+
+# Lightning's hint, wherever SLURM is installed, to start the job with srun (printed twice per run).
+SRUN_HINT = r"The `srun` command is available on your system but is not used"
 
 
 def quiet_noise() -> None:
@@ -14,3 +18,10 @@ def quiet_noise() -> None:
         logging.getLogger(name).addFilter(lambda record: not str(record.msg).startswith("💡 Tip"))
     # Lightning 2.6 calling a torch API that torch 2.13 deprecated: nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def quiet_srun_hint(processes: int | None) -> None:
+    """Drop Lightning's srun hint for a run of one process that SLURM did not start (no SLURM_NTASKS: Lightning's own
+    test): nothing to launch there. Kept for several processes, which on a cluster srun must start."""
+    if processes == 1 and "SLURM_NTASKS" not in os.environ:
+        warnings.filterwarnings("ignore", message=SRUN_HINT)

@@ -39,12 +39,13 @@ from lth_wandb.app.build import (
     in_section,
     keep_hparams_out_of_run_config,
     load_cfg_ticket,
+    process_count,
     record_inputs,
     steps_per_epoch_of,
     wandb_callbacks,
 )
 from lth_wandb.app.config import OBJECTIVES, check_known_keys, closest_key
-from lth_wandb.app.quiet import quiet_noise
+from lth_wandb.app.quiet import quiet_noise, quiet_srun_hint
 from lth_wandb.app.signals import SignalRecorder
 from lth_wandb.lottery.arguments import check_target_density, rounds_for
 from lth_wandb.processes import die_with_parent, global_rank, launched_by_lightning
@@ -193,6 +194,7 @@ def objective_value(summary: dict[str, Any], objective: str | None) -> Any:
 def _app(cfg: DictConfig) -> Any:
     try:
         check_objective(cfg)
+        quiet_srun_hint(_processes(cfg))
         return objective_value(run(cfg), cfg.objective)
     except USER_ERRORS as error:
         # Reported here, inside the job: past this point Hydra would add its own multi-line log.
@@ -202,6 +204,15 @@ def _app(cfg: DictConfig) -> Any:
         if error.errno not in DISK_FULL:
             raise
         _exit_with(error, code=1, what="disk full")
+
+
+def _processes(cfg: DictConfig) -> int | None:
+    """How many processes the Trainer starts; None when the settings are not plain numbers (checked later)."""
+    try:
+        count = process_count(cfg.trainer)
+    except (TypeError, ValueError, OmegaConfBaseException):
+        return None
+    return count if isinstance(count, int) else None
 
 
 # Hydra cannot write `*` in a dict key on the command line, and merges a dict given there into the preset's.

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lth_wandb.analysis.early_bird import EarlyBirdDetector, channel_masks, scaling_factors
@@ -112,6 +112,11 @@ class EarlyBird:
             return False
         self.epoch = trainer.current_epoch + 1
         pl_module.log("early_bird/epoch", float(self.epoch))
+        d = self.detector
+        rank_zero_info(
+            f"LotteryTicket: early bird at epoch {self.epoch}: the mask moved at most {d.max_distance:.3g} "
+            f"(threshold {d.threshold:g}) over the last {d.window} masks, so round 0 ends here and pruning starts"
+        )
         return True
 
     def entry(self, round: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import netrc
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from os import PathLike
@@ -155,8 +156,11 @@ def finish_run(exit_code: int) -> None:
     """
     if wandb.run is None:
         return
+    upload = sync_command(wandb.run) if exit_code == 0 else None
     try:
         wandb.finish(exit_code=exit_code)
+        if upload is not None:  # W&B's own line names the last attempt's folder only
+            print(f"lth-train: this run was resumed offline; upload all of it with: {upload}")
     except ConnectionError:
         with contextlib.suppress(ConnectionError, AssertionError):
             wandb.teardown(exit_code)  # unregisters W&B's exit hook, which would fail the same way
@@ -165,6 +169,22 @@ def finish_run(exit_code: int) -> None:
             f"keeps what it logged up to {FLUSH_SECONDS:g} s before",
             file=sys.stderr,
         )
+
+
+def sync_command(run: Any) -> str | None:
+    """The ``wandb sync`` command that uploads every attempt of an offline run: each process that ran it (a resumed
+    run) wrote a folder of its own with the run's id, oldest first. None online, or for a run of one attempt."""
+    if not _is_offline(run):
+        return None
+    from lth_wandb.tracking.runfiles import started
+
+    folder = Path(run.settings.sync_dir).resolve().parent
+    attempts = sorted(folder.glob(f"offline-run-*-{run.id}"), key=started)
+    return "wandb sync " + " ".join(shlex.quote(str(p)) for p in attempts) if len(attempts) > 1 else None
+
+
+def _is_offline(run: Any) -> bool:
+    return run.settings.mode == "offline" or getattr(run.settings, "_offline", False)
 
 
 def sent_before(run: Any) -> set[str]:
@@ -176,7 +196,7 @@ def sent_before(run: Any) -> set[str]:
     same id beside this one (a killed process's unflushed rows are not in them, and are logged again).
     Online, it is the server's copy of the run.
     """
-    if run.settings.mode == "offline" or getattr(run.settings, "_offline", False):
+    if _is_offline(run):
         from lth_wandb.tracking.runfiles import find_runs, read_run
 
         current = Path(run.settings.sync_dir).resolve()
