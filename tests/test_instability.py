@@ -220,6 +220,29 @@ def test_the_section_refuses_the_reinit_control_and_is_off_by_default():
     assert app.rounds_to_analyse(None, 2) == [0, 1, 2]
 
 
+def test_the_papers_protocol_measures_the_runs_own_rewind_step():
+    """protocol=paper: the masks at k are those IMP finds rewinding to k, so a run measures k = pruning.rewind."""
+    assert app.capture_for(section(), LotteryTicket(rounds=2), 22).steps == [0]  # run protocol, steps unset
+    assert app.capture_for(section(protocol="paper"), LotteryTicket(rounds=2, rewind=5), 22).steps == [5]
+    assert app.capture_for(section(protocol="paper"), LotteryTicket(rounds=2), 22).steps == [0]  # init: k = 0
+    assert app.capture_for(section(protocol="paper", steps=5), LotteryTicket(rounds=2, rewind=5), 22).steps == [5]
+
+
+@pytest.mark.parametrize(
+    ("values", "rewind", "message"),
+    [
+        ({"protocol": "lmc"}, "init", r"protocol='lmc' is not one of \['run', 'paper'\]\. Hint: 'run' measures"),
+        ({"protocol": "paper"}, "lr", r"protocol='paper' analyses the masks IMP finds rewinding to step k, but "
+                                      r"pruning.rewind='lr' does not rewind to a step\. Hint"),
+        ({"protocol": "paper", "steps": [0, 5]}, 5, r"steps=\[0, 5\] with protocol='paper': a run measures only its "
+                                                    r"own rewind step k=5.*Hint: leave instability.steps unset"),
+    ],
+)  # fmt: skip
+def test_the_papers_protocol_is_checked(values, rewind, message):
+    with pytest.raises(ValueError, match=message):
+        app.capture_for(section(**values), LotteryTicket(rounds=2, rewind=rewind), 22)
+
+
 def test_the_presets_compose():
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -247,6 +270,7 @@ def test_lth_train_writes_instability_json_and_logs_it_to_wandb(tmp_path):
     results = report["results"]
     assert [(r["round"], r["step"]) for r in results] == [(0, 0), (0, 5), (1, 0), (1, 5)]
     assert report["points"] == 7 and report["round_steps"] == 22  # digits: 22 steps an epoch, 1 epoch a round
+    assert report["protocol"] == "run"
     assert report["missing_steps"] == []
     for r in results:
         assert r["alphas"] == lmc.alphas(7) and len(r["errors"]) == 7 and all(0 <= e <= 1 for e in r["errors"])

@@ -123,8 +123,12 @@ class InstabilityConfig:
     # extra trainings of T - k steps per (round, k), T being round 0's length.
     enabled: bool = False
     # The steps k of round 0 to branch from: the dense network after k optimizer steps, and each round's mask on it.
-    # A list, or one step (instability.steps=20, as a sweep sets it); checked at start-up.
-    steps: Any = field(default_factory=lambda: [0])
+    # A list, or one step (instability.steps=20, as a sweep sets it); checked at start-up. None: [0], or under
+    # protocol=paper the run's rewind step.
+    steps: Any = None
+    # run: every k with this run's masks (found by IMP rewinding to pruning.rewind). paper: as Frankle et al. 2020,
+    # the masks at k come from IMP rewinding to k, so the run measures k = pruning.rewind only (one run per k).
+    protocol: str = "run"
     # Which rounds' masks to analyse; None: every round (round 0 is the dense network).
     rounds: list[int] | None = None
     # Evenly spaced points on the line between the two copies, both ends included (the paper's 30).

@@ -8,6 +8,11 @@ the mask enforced after every step. They differ only in their random seed, so in
 any): the paper's SGD noise. The test error is then measured at ``points`` evenly spaced points of the line
 between them. Cost: two trainings of T − k steps and ``points`` test-set evaluations per (round, k).
 
+Which masks (``instability.protocol``): ``run`` (the default) puts round r's mask, found by this run's IMP rewinding
+to its own rewind point (θ0 for ``pruning.rewind=init``), on the network at every requested k. The paper finds the
+masks it analyses at k with IMP rewinding to k; ``paper`` does that: the run analyses its own rewind step only
+(``pruning.rewind=k``), so the paper's curve over k is one run per k (sweep ``pruning.rewind``).
+
 Differences from the paper's code (open_lth), on purpose: the copies start from the optimizer's state at k, as
 our rounds do when they rewind, where open_lth starts a fresh optimizer with the schedule advanced to k. At k = 0
 the two are the same. An epoch-interval LR schedule steps at the copies' own epoch ends (k need not be a multiple
@@ -39,6 +44,8 @@ if TYPE_CHECKING:
 
 REPORT_FILE = "instability.json"
 _SEED_SALT = sum(map(ord, "instability"))
+# run: every k with this run's masks; paper: k = the run's rewind step, with the masks IMP found rewinding there.
+PROTOCOLS = ("run", "paper")
 
 
 def capture_for(cfg: DictConfig, lottery: LotteryTicket, steps_round0: int) -> StepCapture | None:
@@ -49,13 +56,12 @@ def capture_for(cfg: DictConfig, lottery: LotteryTicket, steps_round0: int) -> S
         ValueError: a step outside [0, ``steps_round0``), a round the run does not have, too few points, a
             threshold outside (0, 1), or the reinit control (its rounds do not start from the step-k weights).
     """
-    from lth_wandb.lottery.instability import StepCapture, check_steps
+    from lth_wandb.lottery.instability import StepCapture
 
     section = cfg.instability
     if not section.enabled:
         return None
-    one = isinstance(section.steps, (int, str))  # one step, as a sweep sets it (a str is refused by check_steps)
-    steps = check_steps([section.steps] if one else list(section.steps))
+    steps = steps_for(section, lottery)
     late = [k for k in steps if k >= steps_round0]
     if late:
         raise ValueError(
@@ -72,6 +78,35 @@ def capture_for(cfg: DictConfig, lottery: LotteryTicket, steps_round0: int) -> S
             "weights, so it would not measure the control. Hint: instability.enabled=false for this run"
         )
     return StepCapture(steps, lottery)
+
+
+def steps_for(section: DictConfig, lottery: LotteryTicket) -> list[int]:
+    """The steps k to analyse: ``section.steps`` ([0] when unset) under the ``run`` protocol; under ``paper`` the
+    run's rewind step, whose masks IMP found rewinding there (``init`` is k = 0)."""
+    from lth_wandb.lottery.instability import check_steps
+
+    protocol, given = section.get("protocol", "run"), section.steps
+    if protocol not in PROTOCOLS:
+        raise ValueError(
+            f"protocol={protocol!r} is not one of {list(PROTOCOLS)}. Hint: 'run' measures every k with this run's "
+            "masks; 'paper' measures k = pruning.rewind with the masks IMP found rewinding to k (Frankle et al. 2020)"
+        )
+    one = isinstance(given, (int, str))  # one step, as a sweep sets it (a str is refused by check_steps)
+    steps = None if given is None else check_steps([given] if one else list(given))
+    if protocol == "run":
+        return steps or [0]
+    if lottery.rewind in ("lr", "none"):
+        raise ValueError(
+            f"protocol='paper' analyses the masks IMP finds rewinding to step k, but pruning.rewind={lottery.rewind!r} "
+            "does not rewind to a step. Hint: pruning.rewind=<k> (init is k = 0), one run per k"
+        )
+    k = 0 if lottery.rewind == "init" else int(lottery.rewind)
+    if steps is not None and steps != [k]:
+        raise ValueError(
+            f"steps={steps} with protocol='paper': a run measures only its own rewind step k={k}, the one its IMP "
+            "rewound to. Hint: leave instability.steps unset, and sweep pruning.rewind for more k (one run per k)"
+        )
+    return [k]
 
 
 def rounds_to_analyse(rounds: list[int] | None, total: int) -> list[int]:
@@ -134,6 +169,8 @@ def analyse(
             })  # fmt: skip
     report = {
         "paper": "Frankle, Dziugaite, Roy & Carbin 2020, arXiv 1912.05671",
+        # Where the masks at k came from: this run's IMP (run) or IMP rewinding to k (paper).
+        "protocol": section.get("protocol", "run"),
         "points": section.points,
         "threshold": section.threshold,
         "round_steps": steps_round0,
