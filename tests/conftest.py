@@ -115,6 +115,31 @@ def data():
     return loaders()
 
 
+# -- a real one-node SLURM cluster (tests/slurm_cluster.py), for the cluster tests ---------------------------
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The one-node SLURM cluster, started once for the session and stopped at its end; the tests skip, saying
+    why, where it cannot start (no root, SLURM not installed). CI installs SLURM, so there they run."""
+    from slurm_cluster import SlurmCluster, why_not_here
+
+    reason = why_not_here()
+    if reason:
+        pytest.skip(f"no SLURM cluster here: {reason}")
+    with SlurmCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster(slurm):
+    """The cluster, with no job of this test left queued or running afterwards."""
+    yield slurm
+    for job in slurm.jobs():
+        slurm.run("scancel", job, check=False)
+    slurm.wait_for(lambda: not slurm.jobs(), 60, "the test's jobs to end")
+
+
 # -- the local W&B-compatible server (tests/wandb_server), for the `online` tests -----------------------------
 
 
