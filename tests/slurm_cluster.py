@@ -48,7 +48,7 @@ class SlurmCluster:
         folder: configuration, state, spool and logs.
     """
 
-    def __init__(self, folder: str | os.PathLike | None = None, kill_wait: int = 5):
+    def __init__(self, folder: str | os.PathLike | None = None, kill_wait: int = 30):
         self.folder = Path(folder or tempfile.mkdtemp(prefix="lth-slurm-"))
         self.conf = self.folder / "slurm.conf"
         self.env = {"SLURM_CONF": str(self.conf)}
