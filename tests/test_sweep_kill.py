@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import subprocess_env
+from wandb_files import round_rows
 
 from lth_wandb.report.sources import collect_offline
 from lth_wandb.report.summary import summary_text
-from lth_wandb.tracking.runfiles import find_runs
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
 
@@ -106,11 +106,14 @@ def test_sigkilled_sweep_leaves_no_process_and_restart_counts_each_run_once(tmp_
     assert sorted(final["leaderboard"]) == sorted(r["run_id"] for r in cut)
     for record in final["runs"]:
         run_dir = out / record["directory"]
-        (run_file,) = find_runs(run_dir / "wandb")  # exactly one run file where readers look
-        assert run_file.name.endswith(record["run_id"]) and record["wandb_run"].startswith(record["directory"])
-        assert len(find_runs(run_dir / "attempt-1" / "wandb")) == 1  # the cut-off attempt, set aside
+        # The second attempt continued the first: one run folder, and one W&B run with each round row once.
+        (folder,) = run_dir.glob("outputs/*/*")
+        assert json.loads((folder / "run.json").read_text())["status"] == "finished"
+        ids, rows = round_rows(run_dir / "wandb")
+        assert ids == {record["run_id"]} and [r["round"] for r in rows] == [0, 1]
+        assert "continuing W&B run" in (run_dir / "output.log").read_text()
 
-    # lth-report reads the whole tree (four run files) and counts each run once, from its finished attempt.
+    # lth-report reads the whole tree (two attempts' files per run) and counts each run once.
     study = collect_offline(out)
     assert sorted(r.run_id for r in study.runs) == sorted(r["run_id"] for r in cut)
     assert all(r.status == "finished" and r.rounds[0].round == 0 for r in study.runs)

@@ -249,8 +249,8 @@ def test_lth_sweep_grid_with_count_then_resume(tmp_path, capsys):
         assert run.config["seed"] == record["params"]["seed"] and run.config["pruning"]["rounds"] == 1
         assert record["metric_value"] == pytest.approx(run.summary["ticket/winning_density"])
         assert "locked by" not in (out / record["directory"] / "output.log").read_text()
-    # As if lth-sweep had died while seed 1 ran: restarting must redo seed 1 (same run id and directory), keep
-    # seed 0, and add seed 2.
+    # As if lth-sweep had died while seed 1 ran: restarting must start seed 1 again (same run id and directory:
+    # lth-train continues its run, here already finished), keep seed 0, and add seed 2.
     cut = next(r for r in first["runs"] if r["params"]["seed"] == 1)
     cut["state"] = "running"
     (out / "sweep.json").write_text(json.dumps(first))
@@ -261,11 +261,12 @@ def test_lth_sweep_grid_with_count_then_resume(tmp_path, capsys):
     assert sorted(r["params"]["seed"] for r in final["runs"]) == [0, 1, 2]
     by_id = {r["run_id"]: r for r in final["runs"]}
     kept = next(r for r in first["runs"] if r["params"]["seed"] == 0)
-    assert "attempt" not in by_id[kept["run_id"]]  # not run again
+    assert by_id[kept["run_id"]]["attempt"] == 1  # not run again
     again = by_id[cut["run_id"]]
     assert again["attempt"] == 2 and again["directory"] == cut["directory"] and again["params"] == cut["params"]
     assert read_run(out / again["wandb_run"]).run_id == cut["run_id"]
-    assert len(find_runs(out / cut["directory"] / "attempt-1" / "wandb")) == 1  # the first attempt, set aside
+    assert len(find_runs(out / cut["directory"] / "wandb")) == 1  # the run had finished: nothing trained twice
+    assert "already finished" in (out / cut["directory"] / "output.log").read_text()
     assert len(list((out / "runs").iterdir())) == 3
     # The grid is exhausted and three runs ended: a third start runs nothing, even with a larger count.
     assert lth_sweep(path, "--count", 5, "--dir", out) == 0
