@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import lth_train
@@ -15,7 +16,7 @@ from lth_wandb.analysis import overlap
 from lth_wandb.pruning.ticket import Ticket
 from lth_wandb.report import cli
 from lth_wandb.report.data import Round, RunRounds, Study
-from lth_wandb.report.overlap import pair_rows, study_overlap
+from lth_wandb.report.overlap import cells, pair_rows, study_overlap
 from lth_wandb.tracking.runfiles import find_runs, read_run
 
 
@@ -125,12 +126,16 @@ def test_study_overlap_pairs_runs_at_equal_density(tmp_path):
     assert [(m.run.run_id, m.round.round) for m in level.members] == [("imp0", 1), ("imp1", 1), ("cont", 2)]
     assert close(level.iou, [[1, 1 / 3, 1], [1 / 3, 1, 1 / 3], [1, 1 / 3, 1]])
     assert result.missing == [("lost", "no output folder found (run.json)")]
-    rows = {(row.a, row.b): row for row in pair_rows(result, list(study.series()))}
+    rows = {(row.a, row.b, row.same_seed): row for row in pair_rows(result, list(study.series()))}
     imp, no_rewind = "winning ticket (IMP) (rewind=init)", "no rewinding (rewind=none)"
-    assert list(rows) == [(imp, imp), (imp, no_rewind)]
-    assert rows[(imp, imp)].iou == pytest.approx([1 / 3]) and rows[(imp, imp)].chance == pytest.approx([1 / 3])
-    assert rows[(imp, no_rewind)].iou == pytest.approx([1.0, 1 / 3])  # seed 0 found the same mask, seed 1 not
-    assert rows[(imp, no_rewind)].churn == pytest.approx([0.0, 0.5])
+    # Pairs of runs with the same seed apart from the others: their IoU is not averaged with different seeds'.
+    assert list(rows) == [(imp, imp, False), (imp, no_rewind, True), (imp, no_rewind, False)]
+    seeds = rows[(imp, imp, False)]
+    assert seeds.iou == pytest.approx([1 / 3]) and seeds.chance == pytest.approx([1 / 3])
+    assert rows[(imp, no_rewind, True)].iou == pytest.approx([1.0]) and rows[(imp, no_rewind, True)].churn == [0.0]
+    assert rows[(imp, no_rewind, False)].iou == pytest.approx([1 / 3])  # seed 0 found the same mask, seed 1 not
+    assert rows[(imp, no_rewind, False)].churn == pytest.approx([0.5])
+    assert cells(rows[(imp, no_rewind, True)])[:3] == [imp, no_rewind, "same"]
 
     # --at picks the levels; a ticket folder that is broken is named, not fatal.
     (tmp_path / "imp1" / "tickets" / "round-1" / "ticket" / "ticket.json").write_text("{")
@@ -198,16 +203,17 @@ def test_report_compares_the_tickets_of_two_seeds(two_seeds, tmp_path, capsys):
 
     text = md.read_text()
     table = text[text.index(cli.OVERLAP_TITLE) :].splitlines()[2:]
-    assert table[0].startswith("| tickets | vs | weights left | pairs | mask IoU (mean ± std) | chance IoU | churn |")
-    cells = [line.strip("| ").split(" | ") for line in table[2:]]
-    assert [row[:2] + row[3:4] for row in cells] == [["winning ticket (IMP)", "(its other seeds)", "1"]] * 2
-    for row, r in zip(cells, (1, 2), strict=True):
+    head = "| tickets | vs | seeds | weights left | pairs | mask IoU (mean ± std) | chance IoU | churn |"
+    assert table[0].startswith(head)
+    rows = [line.strip("| ").split(" | ") for line in table[2:]]
+    assert [row[:3] + row[4:5] for row in rows] == [["winning ticket (IMP)", "(its other seeds)", "different", "1"]] * 2
+    for row, r in zip(rows, (1, 2), strict=True):
         a, b = ticket(folders[0], r), ticket(folders[1], r)
         expected = overlap.iou(a, b)
         assert 0 < expected < 1  # two seeds find different masks
-        assert row[4] == f"{expected:.3f} ± 0.000" and row[6] == f"{overlap.churn(a, b):.3f}"
+        assert row[5] == f"{expected:.3f} ± 0.000" and row[7] == f"{overlap.churn(a, b):.3f}"
         kept = Ticket.load(folders[0] / "tickets" / f"round-{r}" / "ticket").density()
-        assert row[2] == f"{kept:.1%}" and row[5] == f"{overlap.chance_iou(kept, kept):.3f}"
+        assert row[3] == f"{kept:.1%}" and row[6] == f"{overlap.chance_iou(kept, kept):.3f}"
 
     page = html.read_text()
     assert 'id="overlap"' in page and 'id="fig-overlap"' in page
@@ -228,9 +234,10 @@ def test_heatmap_holds_the_pairwise_iou(two_seeds, tmp_path):
     report = write_html_report(study, tmp_path / "r.html", at=[0.25])
     (level,) = report.overlap.levels
     (image,) = [im for ax in report.figures["overlap"].axes for im in ax.images if im.get_gid() == "overlap:0"]
-    values = image.get_array()
-    assert values.shape == (2, 2) and values[0, 0] == values[1, 1] == 1.0  # a run's ticket against itself
+    values = np.ma.filled(image.get_array(), np.nan)
+    assert values.shape == (2, 2) and np.isnan(values[0, 0]) and np.isnan(values[1, 1])  # a ticket vs itself: blank
     assert values[0, 1] == values[1, 0] == pytest.approx(float(level.iou[0, 1])) and values[0, 1] < 1
+    assert image.get_clim() == (0.0, pytest.approx(math.ceil(values[0, 1] * 10) / 10))  # colours span the others
 
 
 def test_wandb_report_carries_the_overlap_table(two_seeds):
@@ -240,6 +247,6 @@ def test_wandb_report_carries_the_overlap_table(two_seeds):
     report = build_report("team", "lth", study=collect_offline(two_seeds))
     (block,) = [b for b in report_spec(report)["spec"]["blocks"] if b["type"] == "markdown-block"]
     lines = block["content"].splitlines()
-    assert lines[0].startswith("| tickets | vs | weights left |") and len(lines) == 2 + 2  # 50% and 25%
+    assert lines[0].startswith("| tickets | vs | seeds | weights left |") and len(lines) == 2 + 2  # 50% and 25%
     assert all(line.startswith("| winning ticket (IMP) | (its other seeds) |") for line in lines[2:])
     assert "markdown: | tickets | vs" in describe(report)

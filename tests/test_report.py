@@ -71,13 +71,14 @@ def log_run(
     group="g",
     ticket_round=None,
     run_id=None,
+    masks_from=None,
+    extra=None,
 ):
     """An offline W&B run with the rows RoundLogger writes: ``rounds`` is ``[(density, test_acc, best_val_loss)]``,
-    each round 10 steps long with its early stop at step 7 of the round and two validation points."""
-    config = {
-        "seed": seed,
-        "pruning": {"control": control, "rounds": planned, "monitor": "val/loss", "epochs_per_round": 2},
-    }
+    each round 10 steps long with its early stop at step 7 of the round and two validation points. ``masks_from``
+    makes a control the paper's (IMP's masks); ``extra`` adds config sections."""
+    pruning = {"control": control, "rounds": planned, "monitor": "val/loss", "epochs_per_round": 2}
+    config = {"seed": seed, "pruning": {**pruning, "masks_from": masks_from}, **(extra or {})}
     run = wandb.init(project="lth", group=group, config=config, dir=str(folder), mode="offline", id=run_id)
     try:
         for r, (density, acc, loss) in enumerate(rounds):
@@ -128,6 +129,7 @@ def study_dir(tmp_path_factory) -> tuple[Path, dict[str, str]]:
             root / "b" / "nested",
             seed=0,
             control="reinit",
+            masks_from="outputs/imp",  # the paper's control: IMP's masks
             rounds=[(1.0, 0.90, 0.40), (0.5, 0.80, 0.50), (0.25, 0.70, 0.60)],
         ),
         "failed": log_run(root / "b", seed=2, rounds=[(1.0, 0.85, 0.50), (0.5, 0.86, 0.45)], exit_code=1),
@@ -182,7 +184,7 @@ def test_html_report_embeds_every_figure_with_the_runs_data(trained, html_report
     winner = run.summary["ticket/winning_round"]
     assert f"keeps {rows[winner]['round/density']:.1%} of the weights" in page or winner == 0
     rounds_table = page.split(f'id="rounds-{run.run_id}"')[1].split("</table>")[0]
-    assert rounds_table.count("<tr") == 1 + 3 and rounds_table.count("★ winning") == 1
+    assert rounds_table.count("<tr") == 1 + 3 and rounds_table.count("★ winning") == (winner > 0)  # dense: no ticket
     assert "pruning.prune_rate" in page and "<script" not in page
 
 
@@ -326,6 +328,8 @@ def test_variant_names_the_method_from_the_config():
     assert variant() == "ticket" and variant(pruning={"rewind": "init", "control": None}) == "ticket"
     assert variant(pruning={"rewind": "none"}) == "no_rewind" and variant(**{"pruning.rewind": "lr"}) == "lr_rewind"
     assert variant(pruning={"control": "reinit"}, ticket="t") == "reinit"  # a control of a saved ticket
+    assert variant(pruning={"control": "random_mask", "masks_from": "outputs/imp"}) == "random_mask"  # of IMP's masks
+    assert variant(pruning={"control": "reinit"}) == "reinit_variant"  # its own masks: not the paper's control
     assert variant(pruning={"control": None}, ticket="tickets/round-3/ticket") == "saved_ticket"
     assert variant(pruning={"rounds": 0}) == "dense" and variant(pruning={"rounds": 0}, ticket="t") == "saved_ticket"
 
@@ -401,7 +405,11 @@ def test_wandb_report_for_a_group(study_dir, study, monkeypatch):
         assert runset["filters"]["filters"] == [
             {"key": {"section": "run", "name": "group"}, "op": "=", "value": "g", "disabled": False}
         ]
-        assert runset["grouping"] == [{"section": "config", "name": "pruning.value.control"}]
+        # Controls of IMP's masks apart from the variants that prune their own weights (masks_from empty).
+        assert runset["grouping"] == [
+            {"section": "config", "name": "pruning.value.control"},
+            {"section": "config", "name": "pruning.value.masks_from"},
+        ]
         assert runset["project"] == {"entityName": "team", "name": "lth"}
         assert "summary:ticket/winning_density" in runset["runFeed"]["columnOrder"]
     by_title = {p["config"].get("chartTitle"): p for p in panels}

@@ -24,9 +24,15 @@ VARIANT_LABELS = {
     "saved_ticket": "saved ticket, retrained",
     "no_rewind": "no rewinding",
     "lr_rewind": "learning-rate rewinding",
+    # The paper's controls: IMP's own masks (masks_from, or a saved ticket) with fresh values / at random positions.
     "reinit": "random reinit",
     "random_mask": "random pruning",
+    # The same settings without IMP's masks: runs that prune their own weights, not the paper's controls.
+    "reinit_variant": "reinit variant (own masks)",
+    "random_mask_variant": "random-pruning variant (own masks)",
 }
+CONTROLS = ("reinit", "random_mask")  # the paper's controls, as :attr:`RunRounds.variant` names them
+DENSE = 0.9999  # rounds at least this dense are the dense network, never a ticket
 # Pruning settings that make runs different methods, not repeats. Seeds (and anything else) are averaged over.
 SERIES_KEYS = (
     "pruning.rewind",
@@ -147,12 +153,14 @@ class RunRounds:
     @property
     def variant(self) -> str:
         """``"ticket"`` for IMP (rewinding weights), ``"no_rewind"`` / ``"lr_rewind"`` when weights are not
-        rewound (their masks are not tickets in the paper's sense), the control: ``"reinit"``,
-        ``"random_mask"``, ``"saved_ticket"`` for a run that trains a given ticket (``ticket=...``) as it is, or
-        ``"dense"`` for a run with no pruning round (``pruning.rounds=0``)."""
+        rewound (their masks are not tickets in the paper's sense), the paper's controls ``"reinit"`` and
+        ``"random_mask"`` (IMP's masks: ``pruning.masks_from`` or a saved ``ticket``), the variants
+        ``"reinit_variant"`` and ``"random_mask_variant"`` (the same setting on masks the run prunes itself),
+        ``"saved_ticket"`` for a run that trains a given ticket (``ticket=...``) as it is, or ``"dense"`` for a run
+        with no pruning round (``pruning.rounds=0``)."""
         control = self.get("pruning.control")
         if control not in (None, "", "none", "null"):
-            return str(control)
+            return str(control) if self.get("pruning.masks_from") or self.get("ticket") else f"{control}_variant"
         if self.get("ticket"):
             return "saved_ticket"
         if self.get("pruning.rounds") == 0:
@@ -211,6 +219,15 @@ class RunRounds:
         limit = sign * scored[0].best_value + float(self.get("pruning.tolerance", 0.0) or 0.0)
         winners = [r for r in scored if sign * r.best_value <= limit]
         return min(winners, key=lambda r: (r.density, -r.round)).round
+
+    @property
+    def winning_ticket_round(self) -> int | None:
+        """The winning round as a ticket: None for the paper's controls (they train IMP's masks to compare with
+        its tickets, and find none of their own) and where the winning round is the dense network."""
+        found = self.round(self.winning_round)
+        if self.variant in CONTROLS or found is None or found.density >= DENSE:
+            return None
+        return found.round
 
     def round_curves(self) -> dict[int, list[tuple[int, dict[str, float]]]]:
         """The validation curve cut into rounds: ``{round: [(iteration within the round, values)]}``. Points

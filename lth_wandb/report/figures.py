@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
@@ -22,8 +23,9 @@ from statistics import mean, pstdev
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from lth_wandb.report import undertrained
 from lth_wandb.report.data import Round, RunRounds, Study, rounds_by_density
 from lth_wandb.report.summary import best_ticket
 
@@ -32,7 +34,7 @@ CAPTIONS = {
     "early_stop": "Early-stop iteration (step of minimum validation loss, counted from the round's start) vs "
     "percent of weights remaining.",
     "compute": "Training epochs from the run's start to the end of the round that reached each percent of weights "
-    "remaining (log scales): the cost of getting there.",
+    "remaining (log scale; epochs too when they span a factor of 10): the cost of getting there.",
     "val_curves": "Validation loss during each round; the dot marks the early-stop point, dashed lines a round "
     "that did not finish.",
     "instability": "Instability: test error along the straight line between two copies trained from the same start "
@@ -43,6 +45,10 @@ CAPTIONS = {
 FORMATS = ("png", "svg")
 _MAX_TICKS = 8
 _MAX_PANELS = 6
+# Each curve its own marker and line style, so curves that lie on top of each other still show (and print in grey).
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINES = ("-", "--", ":", "-.")
+_LOG_RANGE = 10  # a value axis is logarithmic only when its values span this factor or more
 
 
 def make_figures(study: Study) -> dict[str, Figure]:
@@ -51,13 +57,14 @@ def make_figures(study: Study) -> dict[str, Figure]:
     star = None
     if best is not None and best.round.test_acc is not None:
         star = (best.round.density * 100, best.round.test_acc * 100)
+    monitor = study.runs[0].monitor if study.runs else "val/loss"
+    early_stop = density_figure(study, lambda _, r: r.early_stop_iteration, "Early-stop iteration", "Early stopping")
+    _note(early_stop, undertrained.note(undertrained.count(study), monitor), "undertrained")
     return {
         "accuracy": density_figure(
             study, lambda _, r: _scaled(r.test_acc, 100), "Test accuracy (%)", "Test accuracy", highlight=star
         ),
-        "early_stop": density_figure(
-            study, lambda _, r: r.early_stop_iteration, "Early-stop iteration", "Early stopping"
-        ),
+        "early_stop": early_stop,
         "compute": density_figure(study, RunRounds.epochs_at, "Epochs trained", "Compute to reach it", log_y=True),
         "val_curves": val_curves_figure(study),
     }
@@ -71,27 +78,31 @@ def density_figure(
     highlight: tuple[float, float] | None = None,
     log_y: bool = False,
 ) -> Figure:
-    """``value(run, round)`` against percent of weights remaining, one colour per series of
+    """``value(run, round)`` against percent of weights remaining, one colour, marker and line style per series of
     :meth:`Study.series`; each run a ``Line2D`` with ``gid="run:<id>"`` and one point per round.
-    ``highlight`` (x, y) gets a star: the best winning ticket."""
+    ``highlight`` (x, y) gets a star: the best winning ticket. ``log_y`` makes the value axis logarithmic when the
+    values span a factor of 10 or more. Curves with the same points are named in a note (``gid="coincide"``)."""
     series = study.series()
     # The legend goes below the axes, so the figure grows with it instead of squeezing the plot.
     fig = Figure(figsize=(7.2, 4.0 + 0.2 * (len(series) + (highlight is not None))), layout="constrained")
     ax = fig.add_subplot()
     densities: set[float] = set()
+    curves: dict[str, dict[float, float]] = {}  # label -> percent -> mean value: to find curves that coincide
     for i, (label, runs) in enumerate(series.items()):
         color, several = f"C{i % 10}", len(runs) > 1
+        marker, line = MARKERS[i % len(MARKERS)], LINES[i % len(LINES)]
         for run in runs:
             points = [(r.density * 100, y) for r in run.rounds if (y := value(run, r)) is not None]
             xs, ys = [p[0] for p in points], [p[1] for p in points]
-            style = dict(ls="none", alpha=0.35, ms=4) if several else dict(ls="-", label=label)
-            ax.plot(xs, ys, marker="o", color=color, gid=f"run:{run.run_id}", **style)
+            style = dict(ls="none", alpha=0.35, ms=4) if several else dict(ls=line, label=label)
+            ax.plot(xs, ys, marker=marker, color=color, gid=f"run:{run.run_id}", **style)
         by_density: dict[float, list[float]] = {}  # percent -> the runs' values there
         for x, pairs in rounds_by_density(runs).items():
             ys = [y for run, r in pairs if (y := value(run, r)) is not None]
             if ys:
                 by_density[x] = ys
         densities.update(by_density)
+        curves[label] = {x: mean(ys) for x, ys in by_density.items()}
         if several and by_density:
             xs = sorted(by_density, reverse=True)
             bars = ax.errorbar(
@@ -99,7 +110,8 @@ def density_figure(
                 [mean(by_density[x]) for x in xs],
                 yerr=[pstdev(by_density[x]) for x in xs],
                 color=color,
-                marker="o",
+                marker=marker,
+                ls=line,
                 capsize=3,
                 label=f"{label}: mean ± std of {max(map(len, by_density.values()))} runs",
             )
@@ -117,15 +129,35 @@ def density_figure(
             zorder=5,
         )
     ax.set(xlabel="Percent of weights remaining", ylabel=ylabel, title=title)
-    if log_y:
-        ax.set_yscale("log")
+    values = [v for points in curves.values() for v in points.values() if v > 0]
+    if log_y and values and max(values) >= _LOG_RANGE * min(values):
+        _log_value_axis(ax)
     ax.grid(True, which="major", alpha=0.3)
     if densities:
         _density_axis(ax, densities)
         fig.legend(loc="outside lower center", fontsize="x-small", frameon=False)
     else:
         ax.text(0.5, 0.5, "no finished rounds yet", ha="center", va="center", transform=ax.transAxes)
+    same = coinciding(curves)
+    if same:
+        _note(fig, "On top of each other (the same values): " + "; ".join(" = ".join(g) for g in same), "coincide")
     return fig
+
+
+def coinciding(curves: dict[str, dict[float, float]]) -> list[list[str]]:
+    """Groups of two or more curves with the same points (within 1e-9 relative), which draw as one."""
+    groups: list[list[str]] = []
+    for label, points in curves.items():
+        if not points:
+            continue
+        for group in groups:
+            other = curves[group[0]]
+            if other.keys() == points.keys() and all(math.isclose(other[x], points[x], rel_tol=1e-9) for x in points):
+                group.append(label)
+                break
+        else:
+            groups.append([label])
+    return [group for group in groups if len(group) > 1]
 
 
 def val_curves_figure(study: Study, metric: str = "val/loss") -> Figure:
@@ -192,6 +224,24 @@ def _plot_run_curves(ax, run: RunRounds, metric: str, cmap, last_round: int, lab
         ax.plot(xs, ys, color=color, lw=1.2, ls="-" if done else "--", label=label, gid=f"curve:{run.run_id}:{number}")
         best = min(range(len(ys)), key=ys.__getitem__)
         ax.plot([xs[best]], [ys[best]], "o", color=color, ms=4)
+
+
+def _note(fig: Figure, text: str | None, name: str) -> None:
+    """Small print above the plot: the figure's suptitle (``gid="note"``), which the layout makes room for. Notes
+    add up; ``fig.notes`` maps each one's ``name`` to its text."""
+    if not text:
+        return
+    fig.notes = {**getattr(fig, "notes", {}), name: text}
+    wrapped = "\n".join("\n".join(textwrap.wrap(note, 125)) for note in fig.notes.values())
+    fig.suptitle(wrapped, fontsize="x-small", color="#8a4b00", gid="note")
+
+
+def _log_value_axis(ax) -> None:
+    """A logarithmic value axis labelled in plain numbers (3, 10, 30), not powers of ten (3×10⁰)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _density_axis(ax, densities: set[float]) -> None:

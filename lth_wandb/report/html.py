@@ -17,18 +17,19 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from lth_wandb.report import early_bird, instability
+from lth_wandb.report import early_bird, instability, undertrained
 from lth_wandb.report import overlap as mask_overlap
-from lth_wandb.report.data import VARIANT_LABELS, RunRounds, Study
+from lth_wandb.report.data import CONTROLS, VARIANT_LABELS, RunRounds, Study
 from lth_wandb.report.figures import CAPTIONS, figure_bytes, make_figures, save_figures
 from lth_wandb.report.overlap import StudyOverlap
-from lth_wandb.report.summary import best_ticket, summary_text
+from lth_wandb.report.summary import best_ticket, study_subject, summary_text
 from lth_wandb.report.table import HEAD, cells, density_rows
 
 _CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1f2328; margin: 0 auto;
        max-width: 1100px; padding: 24px; }
 h1 { margin-bottom: 4px; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: 4px; margin-top: 32px; }
+.note { border-left: 4px solid #d4a72c; padding: 4px 12px; }
 .meta { color: #59636e; margin-top: 0; } .summary { font-size: 16px; background: #f6f8fa; padding: 12px 16px;
        border-left: 4px solid #1f77b4; }
 .figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: 8px 24px; }
@@ -87,8 +88,10 @@ def write_html_report(
 
 
 def default_title(study: Study) -> str:
-    what = study.group or study.sweep or ", ".join(Path(source).resolve().name or source for source in study.sources)
-    return f"Lottery tickets: {what}"
+    """The group or sweep; else what the runs are, on which model and data (not a folder's name, often ``wandb``)."""
+    if study.group or study.sweep:
+        return f"Lottery tickets: {study.group or study.sweep}"
+    return f"Lottery tickets: {study_subject(study)}"
 
 
 def build_html(
@@ -104,6 +107,7 @@ def build_html(
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">Generated {_e(when)} by lth-report from <code>{_e(_source(study))}</code>.</p>',
         f'<p class="summary" id="summary">{_e(summary_text(study))}</p>',
+        _undertrained(study),
         "<h2>Figures</h2>",
         '<div class="figures">',
         *(_figure(name, fig) for name, fig in figures.items()),
@@ -132,6 +136,12 @@ def build_html(
     )
 
 
+def _undertrained(study: Study) -> str:
+    monitor = study.runs[0].monitor if study.runs else "val/loss"
+    text = undertrained.note(undertrained.count(study), monitor)
+    return f'<p class="note" id="undertrained">{_e(text)}</p>' if text else ""
+
+
 def _source(study: Study) -> str:
     paths = [Path(source) for source in study.sources]
     return ", ".join(str(p.resolve()) if p.exists() else str(p) for p in paths)
@@ -156,7 +166,7 @@ def _runs_table(study: Study) -> str:
         return f"{len(run.rounds)}/{run.planned_rounds}" if run.planned_rounds is not None else str(len(run.rounds))
 
     def winner(run: RunRounds, what: str) -> str:
-        found = run.round(run.winning_round)
+        found = run.round(run.winning_ticket_round)
         return _pct(getattr(found, what)) if found is not None else ""
 
     columns = [  # (header, value, is text); text columns that are empty for every run are left out
@@ -167,7 +177,7 @@ def _runs_table(study: Study) -> str:
         ("seed", lambda r: r.seed, False),
         ("status", lambda r: r.status, True),
         ("rounds", planned, False),
-        ("winning round", lambda r: r.winning_round, False),
+        ("winning round", winning_round, False),
         ("weights left", lambda r: winner(r, "density"), False),
         ("test acc", lambda r: winner(r, "test_acc"), False),
         ("dense test acc", lambda r: _pct(r.round(0).test_acc) if r.round(0) else "", False),
@@ -178,6 +188,16 @@ def _runs_table(study: Study) -> str:
     head = [columns[i][0] for i in keep]
     text = {n for n, i in enumerate(keep) if columns[i][2]}
     return _table(head, [[row[i] for i in keep] for row in rows], text_columns=text, table_id="runs")
+
+
+def winning_round(run: RunRounds) -> str:
+    """The runs table's winning round: none where no pruned round matched the dense network, and none for the
+    paper's controls, which train IMP's masks to compare with its tickets."""
+    if run.winning_ticket_round is not None:
+        return str(run.winning_ticket_round)
+    if not run.rounds:
+        return ""
+    return "— (control)" if run.variant in CONTROLS else "none"
 
 
 def _density_table(study: Study, at: list[float] | None) -> str:
@@ -196,9 +216,11 @@ def _overlap_table(study: Study, masks: StudyOverlap | None) -> str:
         parts += [
             "<p>Each pair of runs' tickets at about the same density: IoU of the kept weights, the IoU two independent"
             " random masks of those densities would have (chance), and churn, the fraction of the sparser mask's "
-            "weights the other prunes. A curve against itself compares its seeds.</p>",
+            "weights the other prunes. A curve against itself compares its seeds. Pairs of runs with the same seed "
+            "are kept apart from the others: they start from the same weights, and the paper's reinit control "
+            "trains IMP's own masks (IoU 1).</p>",
             _table(
-                mask_overlap.HEAD, [mask_overlap.cells(row) for row in rows], text_columns={0, 1}, table_id="overlap"
+                mask_overlap.HEAD, [mask_overlap.cells(row) for row in rows], text_columns={0, 1, 2}, table_id="overlap"
             ),
         ]
     else:
@@ -223,7 +245,8 @@ def _research_tables(study: Study) -> str:
 
 
 def _tickets(study: Study) -> str:
-    runs = [run for run in study.runs if run.ticket is not None]
+    # A control's or a dense "winning" version is no ticket: the alias stays on round 0 until a pruned round matches.
+    runs = [run for run in study.runs if run.ticket is not None and run.winning_ticket_round is not None]
     if not runs:
         return ""
     best = best_ticket(study)
@@ -255,7 +278,7 @@ def _rounds_table(run: RunRounds) -> str:
     title = f"{run.label}: {VARIANT_LABELS.get(run.variant, run.variant)}, seed {run.seed}, {run.status}"
     if not run.rounds:
         return f"<h3>{_e(title)}</h3><p>No round finished.</p>"
-    winner = run.winning_round
+    winner = run.winning_ticket_round
     head = [
         "round",
         "weights left",
@@ -291,19 +314,20 @@ def _rounds_table(run: RunRounds) -> str:
 
 
 def _config(study: Study) -> str:
+    """What differs between the runs in view; the settings they share (some 70) folded away."""
     if not study.runs:
         return "<p>No runs.</p>"
     flat = [flatten(run.config) for run in study.runs]
     keys = sorted(set().union(*flat))
     shared = [k for k in keys if all(k in f and f[k] == flat[0].get(k) for f in flat)]
     varied = [k for k in keys if k not in shared]
-    parts = [
-        "<h3>Shared by every run</h3>",
-        _table(["key", "value"], [[k, _short(flat[0][k])] for k in shared], text_columns={0, 1}, table_id="config"),
-    ]
+    parts = []
     if varied:
         rows = [[run.label, *(_short(f.get(k, "")) for k in varied)] for run, f in zip(study.runs, flat, strict=True)]
         parts += ["<h3>Different between runs</h3>", _table(["run", *varied], rows, text_columns={0})]
+    table = _table(["key", "value"], [[k, _short(flat[0][k])] for k in shared], text_columns={0, 1}, table_id="config")
+    noun = "every run" if len(study.runs) > 1 else "the run"
+    parts.append(f"<details><summary>The {len(shared)} settings of {noun}</summary>\n{table}\n</details>")
     return "\n".join(parts)
 
 

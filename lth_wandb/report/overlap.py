@@ -23,11 +23,10 @@ from matplotlib.figure import Figure
 
 from lth_wandb.analysis import overlap
 from lth_wandb.pruning.ticket import Ticket
-from lth_wandb.report.data import Round, RunRounds, Study
+from lth_wandb.report.data import DENSE, Round, RunRounds, Study
 from lth_wandb.report.table import markdown
 
 TOLERANCE = 0.15  # relative: a round this close to a density level stands for it (as the results table's --at)
-DENSE = 0.9999  # rounds at least this dense are the dense network: all-ones masks, IoU 1 by construction
 _MAX_PANELS = 4
 _MAX_ANNOTATED = 12  # heatmaps of more runs than this drop the numbers in the cells
 
@@ -68,10 +67,13 @@ class StudyOverlap:
 
 @dataclass(frozen=True)
 class PairRow:
-    """Two curves (or one curve's seeds, when ``a == b``) at one density level: every pair of their tickets."""
+    """Two curves (or one curve's seeds, when ``a == b``) at one density level: every pair of their tickets whose
+    runs share a seed (``same_seed``), or every pair whose runs do not. Kept apart: same-seed pairs start from the
+    same θ0, and the paper's reinit control trains IMP's own masks, so their IoU is 1 by construction."""
 
     a: str
     b: str
+    same_seed: bool
     densities: list[float]
     iou: list[float]
     churn: list[float]
@@ -117,12 +119,13 @@ def study_overlap(study: Study, at: list[float] | None = None, tolerance: float 
 
 
 def pair_rows(result: StudyOverlap, order: list[str] | None = None) -> list[PairRow]:
-    """Per level, every pair of tickets grouped by the two curves they belong to (each pair once)."""
+    """Per level, every pair of tickets grouped by the two curves they belong to and whether their runs share a
+    seed (each pair once)."""
     rows = []
     for level in result.levels:
         names = order or list(dict.fromkeys(m.series for m in level.members))
         rank = {name: i for i, name in enumerate(names)}
-        groups: dict[tuple[str, str], PairRow] = {}
+        groups: dict[tuple[str, str, bool], PairRow] = {}
         for i, first in enumerate(level.members):
             for j in range(i + 1, len(level.members)):
                 second = level.members[j]
@@ -130,44 +133,61 @@ def pair_rows(result: StudyOverlap, order: list[str] | None = None) -> list[Pair
                 if math.isnan(value):
                     continue  # different networks
                 a, b = sorted((first.series, second.series), key=lambda s: rank.get(s, len(rank)))
-                row = groups.setdefault((a, b), PairRow(a, b, [], [], [], []))
+                same = first.run.seed is not None and first.run.seed == second.run.seed
+                row = groups.setdefault((a, b, same), PairRow(a, b, same, [], [], [], []))
                 row.densities.extend((first.round.density, second.round.density))
                 row.iou.append(value)
                 row.churn.append(float(level.churn[i, j]))
                 row.chance.append(overlap.chance_iou(first.round.density, second.round.density))
-        rows += sorted(groups.values(), key=lambda r: (rank.get(r.a, len(rank)), rank.get(r.b, len(rank))))
+        rows += sorted(
+            groups.values(), key=lambda r: (rank.get(r.a, len(rank)), rank.get(r.b, len(rank)), not r.same_seed)
+        )
     return rows
 
 
-HEAD = ["tickets", "vs", "weights left", "pairs", "mask IoU (mean ± std)", "chance IoU", "churn"]
+HEAD = ["tickets", "vs", "seeds", "weights left", "pairs", "mask IoU (mean ± std)", "chance IoU", "churn"]
 
 
 def cells(row: PairRow) -> list[str]:
     """The row's values as text, in :data:`HEAD`'s order; the same curve twice compares its seeds."""
     left = _span(row.densities)
-    vs = "(its other seeds)" if row.a == row.b else row.b
+    vs = ("(its other seeds)" if not row.same_seed else "(its repeats)") if row.a == row.b else row.b
     iou = f"{mean(row.iou):.3f} ± {pstdev(row.iou):.3f}"
-    return [row.a, vs, left, str(len(row.iou)), iou, f"{mean(row.chance):.3f}", f"{mean(row.churn):.3f}"]
+    seeds = "same" if row.same_seed else "different"
+    return [row.a, vs, seeds, left, str(len(row.iou)), iou, f"{mean(row.chance):.3f}", f"{mean(row.churn):.3f}"]
 
 
 def markdown_table(rows: list[PairRow]) -> str:
     """The rows as a GitHub-flavoured markdown table."""
-    return markdown(HEAD, [cells(row) for row in rows], text_columns=2)
+    return markdown(HEAD, [cells(row) for row in rows], text_columns=3)
+
+
+def heatmap_values(level: Level) -> np.ndarray:
+    """The level's IoU matrix as drawn: the diagonal (a mask against itself) and identical masks of two runs (the
+    paper's reinit control trains IMP's own masks) left blank, NaN, so the colours show how the others differ."""
+    values = level.iou.numpy().astype(float).copy()
+    values[np.isclose(values, 1.0)] = np.nan  # the diagonal included
+    return values
 
 
 def overlap_figure(result: StudyOverlap) -> Figure:
     """Heatmaps of the pairwise mask IoU, one panel per density level (at most 4, spread over the levels). Each
-    panel's image carries ``gid="overlap:<level index>"``; rows and columns are the level's members in order."""
+    panel's image carries ``gid="overlap:<level index>"``; rows and columns are the level's members in order. Cells
+    of identical masks (the diagonal, a control on IMP's own masks) are blank and marked "="; the colour scale runs
+    from 0 to the largest other IoU."""
     chosen = _spread(len(result.levels), _MAX_PANELS)
     size = max((len(result.levels[i].members) for i in chosen), default=1)
     side = 2.4 + 0.35 * size
     fig = Figure(figsize=(side * max(1, len(chosen)) + 4.5, side + 0.8), layout="constrained")
     axes = fig.subplots(1, max(1, len(chosen)), squeeze=False).ravel()
     image = None
+    drawn = {index: heatmap_values(result.levels[index]) for index in chosen}
+    finite = [v for values in drawn.values() for v in values[np.isfinite(values)]]
+    top = max(0.1, math.ceil(max(finite, default=1.0) * 10) / 10)  # 0 to the largest IoU that is not 1
     for ax, index in zip(axes, chosen, strict=False):
         level = result.levels[index]
-        values = level.iou.numpy()
-        image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", gid=f"overlap:{index}")
+        values = drawn[index]
+        image = ax.imshow(values, vmin=0.0, vmax=top, cmap="viridis", gid=f"overlap:{index}")
         n = len(level.members)
         ax.set_xticks(range(n), [str(k + 1) for k in range(n)], fontsize="x-small")
         if ax is axes[0]:
@@ -178,12 +198,15 @@ def overlap_figure(result: StudyOverlap) -> Figure:
         if n <= _MAX_ANNOTATED:
             for (i, j), v in np.ndenumerate(values):
                 if not math.isnan(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < 0.6 else "k")
+                    dark = v < 0.6 * top
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if dark else "k")
+                elif i != j and not math.isnan(float(level.iou[i, j])):
+                    ax.text(j, i, "=", ha="center", va="center", fontsize=7, color="#59636e")
     if image is None:
         axes[0].text(0.5, 0.5, "fewer than two tickets at any density", ha="center", va="center")
         axes[0].set_axis_off()
     else:
-        fig.colorbar(image, ax=list(axes), shrink=0.8, label="mask IoU")
+        fig.colorbar(image, ax=list(axes), shrink=0.8, label="mask IoU (blank: the same mask; =: identical masks)")
     fig.suptitle("Mask overlap at equal density (IoU of kept weights)", fontsize="medium")
     return fig
 

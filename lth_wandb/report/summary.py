@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from statistics import mean
 
-from lth_wandb.report.data import VARIANT_LABELS, Round, RunRounds, Study
+from lth_wandb.report.data import CONTROLS, VARIANT_LABELS, Round, RunRounds, Study
 
 _SAME_DENSITY = 0.02  # relative: control rounds this close to the ticket's density are compared with it
 
@@ -71,7 +71,13 @@ def summary_text(study: Study) -> str:
         )
         return " ".join(lines)
     if best is None:
-        lines.append("No IMP run has finished its dense round yet, so there is no ticket to report.")
+        if any(run.variant == "ticket" for run in study.runs):
+            lines.append("No IMP run has finished its dense round yet, so there is no ticket to report.")
+        else:
+            lines.append(
+                f"None of these runs is IMP with rewinding ({kinds(study)}), so there is no winning ticket to compare "
+                "them with; the tables below give each run's rounds."
+            )
         return " ".join(lines)
     run, win, dense = best.run, best.round, best.dense
     seed = f", seed {run.seed}" if run.seed is not None else ""
@@ -90,14 +96,42 @@ def summary_text(study: Study) -> str:
     )
     if win.test_acc is None:
         lines.append("No test accuracy was logged (test/acc): give the DataModule a test_dataloader() to have one.")
-    for variant in ("reinit", "random_mask"):
+    for variant in (*CONTROLS, *(f"{c}_variant" for c in CONTROLS)):
         found = control_accuracy(study, variant, win.density)
         if found is not None:
             acc, n = found
-            lines.append(f"The {VARIANT_LABELS[variant]} control at that density: {_pct(acc)} (mean of {n}).")
+            what = f"paper's {VARIANT_LABELS[variant]} control" if variant in CONTROLS else VARIANT_LABELS[variant]
+            lines.append(f"The {what} at that density: {_pct(acc)} (mean of {n}).")
     if run.ticket is not None:
         lines.append(f"The ticket is the artifact {run.ticket.ref}.")
     return " ".join(lines)
+
+
+def study_subject(study: Study) -> str:
+    """What the runs are, on which model and data: ``"IMP and the paper's controls, LeNet300100 on digits"``."""
+    variants = {run.variant for run in study.runs}
+    if "ticket" in variants and variants & set(CONTROLS):
+        what = "IMP and the paper's controls"
+    elif len(variants) <= 3:
+        ordered = [v for v in VARIANT_LABELS if v in variants] + sorted(variants - set(VARIANT_LABELS))
+        what = ", ".join(VARIANT_LABELS.get(v, v) for v in ordered)
+    else:
+        what = f"{len(variants)} methods"
+    models = {str(run.get("model._target_") or "").rsplit(".", 1)[-1] for run in study.runs} - {""}
+    data = {str(run.get("data._target_") or run.get("data.name") or "").rsplit(".", 1)[-1] for run in study.runs}
+    data -= {""}
+    if len(models) == 1 and len(data) == 1:
+        what += f", {models.pop()} on {data.pop()}"
+    return what or "no runs"
+
+
+def kinds(study: Study) -> str:
+    """What the runs are, e.g. ``"2 reinit variant (own masks)"``."""
+    counts: dict[str, int] = {}
+    for run in study.runs:
+        label = VARIANT_LABELS.get(run.variant, run.variant)
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{n} {label}" for label, n in counts.items())
 
 
 def _result(round: Round, monitor: str) -> str:

@@ -83,8 +83,10 @@ def build_report(
         wr.P(summary_text(study) if study is not None else _placeholder(group, sweep)),
         wr.H1("Accuracy and early stopping vs weights remaining"),
         wr.P(
-            "One point per pruning round; runs are grouped by pruning control (mean ± std over the runs of a "
-            "group). The x axis is the fraction of weights remaining, log-scaled as in Frankle & Carbin (2019)."
+            "One point per pruning round; runs are grouped by pruning control and the IMP run whose masks a "
+            "control trains (pruning.masks_from; empty for variants that prune their own weights), mean ± std over "
+            "the runs of a group. The x axis is the fraction of weights remaining, log-scaled as in Frankle & "
+            "Carbin (2019)."
         ),
         wr.PanelGrid(runsets=[runset()], panels=_density_panels()),
         wr.H1("Training curves"),
@@ -192,7 +194,8 @@ def _runset(entity: str, project: str, group: str | None, sweep: str | None) -> 
         filters=run_filters(group, sweep),
         # Tickets and their controls as separate curves, seeds averaged. A sweep's runs stay apart: each is a
         # point of the parallel-coordinates plot.
-        groupby=[] if sweep else ["config.pruning.control"],
+        # masks_from tells the paper's controls (IMP's masks) from the variants that prune their own weights.
+        groupby=[] if sweep else ["config.pruning.control", "config.pruning.masks_from"],
         order=[wr.OrderBy("CreatedTimestamp", ascending=True)],
         pinned_columns=["run:displayName"],
         visible_columns=list(RUN_COLUMNS),
@@ -292,7 +295,8 @@ def _runs_panels() -> list:
 
 def _ticket_blocks(entity: str, project: str, study: Study | None) -> list:
     blocks: list[Any] = [wr.H1("Winning tickets")]
-    runs = [run for run in (study.runs if study else []) if run.ticket is not None]
+    # A control's or a dense "winning" version is no ticket (the alias stays on round 0 until a pruned round matches).
+    runs = [r for r in (study.runs if study else []) if r.ticket is not None and r.winning_ticket_round is not None]
     if not runs:
         blocks.append(
             wr.P(
@@ -303,7 +307,7 @@ def _ticket_blocks(entity: str, project: str, study: Study | None) -> list:
         return blocks
     items = []
     for run in runs:
-        ticket, win = run.ticket, run.round(run.winning_round)
+        ticket, win = run.ticket, run.round(run.winning_ticket_round)
         what = f" — run {run.label} ({VARIANT_LABELS.get(run.variant, run.variant)}, seed {run.seed})"
         if win is not None:
             acc = f", test acc {win.test_acc:.1%}" if win.test_acc is not None else ""
