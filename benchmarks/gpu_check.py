@@ -130,18 +130,16 @@ def lightning(args, device, data: Batches, bf16: bool, compile_backend: str | No
     lottery = LotteryTicket(rounds=1, steps_per_round=args.warmup + args.steps, prune_rate=1 - DENSITY, scope="global")
     timer = StepTimer(device, args.warmup)
     timer.lottery = lottery
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
         precision="bf16-mixed" if bf16 else "32-true",
         callbacks=[lottery, timer],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
+        limit_val_batches=0,  # training steps only: no validation
         num_sanity_val_steps=0,
+        **quiet,
     )
     trainer.fit(model, train_dataloaders=data)
     return {"dense": statistics.median(timer.times[0]), "masked": statistics.median(timer.times[1])}
