@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--group", help="only the runs of this W&B group (e.g. a multirun's multirun-...)")
     which.add_argument("--sweep", help="only the runs of this sweep id (adds parallel coordinates, importance)")
-    p.add_argument("--title", help="report title (default: names the group, sweep or folder)")
+    p.add_argument("--title", help="report title (default: the group or sweep, else what the runs are)")
     p.add_argument(
         "--runs",
         metavar="DIR",
