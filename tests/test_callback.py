@@ -450,6 +450,11 @@ def test_empty_selection_fails_at_fit_start_listing_names():
         fit(LotteryTicket(rounds=1, epochs_per_round=1, parameters=["encoder.*"]))
 
 
+def test_a_model_without_parameters_is_refused_as_such():
+    with pytest.raises(ValueError, match=r"ReLU has no parameters: nothing to train or prune\. Hint: a network with"):
+        LotteryTicket(rounds=1, epochs_per_round=1).check_model(torch.nn.ReLU())
+
+
 def test_max_epochs_mismatch_gives_right_value():
     with pytest.raises(ValueError, match=r"Trainer\(max_epochs=3\) does not match.*set max_epochs=4"):
         fit(LotteryTicket(rounds=1, epochs_per_round=2), max_epochs=3)

@@ -239,7 +239,7 @@ def test_failure_during_training_marks_the_run_failed(tmp_path):
     ("args", "message"),
     [
         (["pruning.parameters=[nothing*]"], "pruning: parameters=['nothing*'] selects no tensor"),
-        (["model._target_=torch.nn.Identity"], "selects no tensor of Classifier"),
+        (["model._target_=torch.nn.Identity"], "model: _target_='torch.nn.Identity' has no parameters"),
         (["pruning.rewind=100000"], "rewind=100000 is not inside round 0, which has 22 optimizer steps"),
         (["pruning.monitor=val/f1"], "monitor='val/f1' is not logged by the Classifier"),
         (["+pruning.bogus=1"], "pruning.bogus is not a setting of lth-train"),

@@ -22,6 +22,11 @@ PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 def prunable_names(module: nn.Module, parameters: Sequence[str] | None) -> list[str]:
     """The tensors to prune: those ``parameters`` globs select, or the weight of every Linear and Conv."""
     params = dict(module.named_parameters())
+    if not params:
+        raise ValueError(
+            f"{type(module).__name__} has no parameters: nothing to train or prune. Hint: a network with Linear or "
+            "Conv layers"
+        )
     if parameters is None:
         names = [
             f"{mod_name}.weight" if mod_name else "weight"
