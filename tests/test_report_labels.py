@@ -96,7 +96,7 @@ def test_figures_name_coinciding_curves_and_undertrained_runs(controls):
     assert len(set(markers.values())) == 3  # each curve its own marker and line: all three show
     # Every round's best validation loss is its last validation (step 7 of 10, the last point): undertrained.
     assert (
-        "The best val/loss of every round came at its last validation: the runs are undertrained"
+        "The best val/loss of every round came at the round's last validation: the runs are undertrained"
         in (figures["early_stop"].notes["undertrained"])
     )
     assert "undertrained" not in figures["accuracy"].__dict__.get("notes", {})

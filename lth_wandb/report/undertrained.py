@@ -49,7 +49,7 @@ def note(found: Undertrained, monitor: str = "val/loss") -> str | None:
         return None
     which = "every round" if found.at_end == found.rounds else f"{found.at_end} of {found.rounds} rounds"
     return (
-        f"The best {monitor} of {which} came at its last validation: the runs are undertrained, so the early-stop "
-        "iteration is the round's length, not when the network stopped improving. Hint: more "
+        f"The best {monitor} of {which} came at the round's last validation: the runs are undertrained, so the "
+        "early-stop iteration is the round's length, not when the network stopped improving. Hint: more "
         "pruning.epochs_per_round (the paper trains well past the best validation loss)."
     )
