@@ -14,7 +14,7 @@ OLDEST_PINS = pytorch-lightning==2.5.3 hydra-core==1.3.2 wandb==0.31
 # The tests that depend on them: checkpoints and resume (Lightning), W&B run files and artifacts (wandb), lth-train
 # (Hydra). One file per entry; add new resume or W&B test files here.
 OLDEST_TESTS = tests/test_tracking.py tests/test_artifacts.py tests/test_train.py tests/test_resume_ddp.py tests/test_resume.py \
-	tests/test_online.py
+	tests/test_online.py tests/test_ddp.py tests/test_slurm.py::test_multi_node_ddp_recipe_under_srun_resumes_after_a_kill
 OLDEST_VENV ?= .venv-oldest
 OLDEST_STAMP = $(OLDEST_VENV)/.installed
 
