@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import subprocess_env
+from conftest import online_env, subprocess_env
 from test_resume import tickets
 from wandb_files import artifact_versions, round_rows
 
@@ -242,3 +242,32 @@ def test_lth_sweep_without_slurm_commands_says_so(tmp_path):
     done = subprocess.run(command, cwd=tmp_path, env=subprocess_env(PATH=str(bare)), capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "sbatch is not on PATH" in done.stderr
+
+
+@pytest.mark.online
+def test_wandb_agents_as_a_slurm_array_resume_a_preempted_task_into_its_run(cluster, wandb_server, tmp_path):
+    """README's array script (docs/slurm/agents.sh) against the local W&B test server: two agents, one preempted
+    mid-run (SIGUSR2, as before a time limit): its run is marked preempting, the task requeues itself, W&B hands the
+    run back to its agent, and lth-train continues it; each run reaches the server once, each round row once."""
+    import wandb
+    from test_online import ENTITY, PROJECT, create_sweep
+
+    config = yaml.safe_load(grid(tmp_path, [0, 1]).read_text())
+    sweep = f"{ENTITY}/{PROJECT}/{create_sweep(wandb_server, tmp_path, config)}"
+    env = online_env(wandb_server, tmp_path, **cluster.env, **PACE, AGENT_COUNT="1")
+    sbatch = ["sbatch", "--parsable", "--array=0-1", str(ROOT / "docs" / "slurm" / "agents.sh"), sweep]
+    job = subprocess.run(sbatch, cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    task = tmp_path / "agents" / f"{job}-0"
+    cluster.wait_for(lambda: any(task.glob("outputs/*/*/checkpoints/last.ckpt")), 300, "task 0's first checkpoint")
+    cluster.run("scancel", "--batch", "--signal=USR2", f"{job}_0")
+    cluster.wait_for(lambda: not cluster.jobs(), 600, "both agents to finish")
+    runs = wandb.Api().sweep(sweep).runs
+    assert len(runs) == 2 and all(run.state == "finished" for run in runs), [(r.id, r.state) for r in runs]
+    for run in runs:
+        rounds = [row["round"] for row in run.scan_history(keys=["round", "round/density"])]
+        assert rounds == [0, 1, 2], (run.id, rounds)
+        tickets = sorted(a.name.split(":")[0] + "@" + ",".join(a.aliases) for a in run.logged_artifacts())
+        assert len(tickets) == 6, tickets  # ticket and model of each round, once
+    log = (tmp_path / f"slurm-{job}_0.out").read_text()
+    assert "continuing W&B run" in log and "Traceback" not in log
+    assert cluster.job_state(f"{job}_0") == "COMPLETED"

@@ -46,7 +46,7 @@ from lth_wandb.app.build import (
 )
 from lth_wandb.app.config import OBJECTIVES, check_known_keys, closest_key
 from lth_wandb.app.quiet import quiet_noise, quiet_srun_hint
-from lth_wandb.app.signals import SignalRecorder
+from lth_wandb.app.signals import PREEMPTED, SignalRecorder
 from lth_wandb.lottery.arguments import check_target_density, rounds_for
 from lth_wandb.processes import die_with_parent, global_rank, launched_by_lightning
 from lth_wandb.pruning.prune import check_rate
@@ -98,7 +98,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     captures = [capture] if capture is not None else []  # after the lottery: round 0 as it trains
     callbacks = [lottery, *captures, *in_section("wandb", wandb_callbacks, cfg, lottery, dm, logger, output_dir)]
     trainer = in_section("trainer", build_trainer, cfg, steps_per_epoch, callbacks, logger, output_dir)
-    finish, preempting = (lambda exit_code: None), (lambda: None)  # noqa: E731
+    finish, preempting = (lambda exit_code: None), (lambda certain: None)  # noqa: E731
     if logger is not None:
         from lth_wandb.tracking import run as tracking
 
@@ -115,8 +115,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 instability.after_fit(cfg, lottery, capture, dm, steps_round0, output_dir, logger)
             record.finish()
     except BaseException:
-        if signals.received == signal.SIGTERM:
-            preempting()  # under a W&B sweep on SLURM: the server requeues the run for an agent to resume
+        if signals.received in (signal.SIGTERM, PREEMPTED):
+            # Under a W&B sweep: the server requeues a preempted run for an agent to resume.
+            preempting(certain=signals.received == PREEMPTED)
         finish(exit_code=signals.exit_code or 1)  # the W&B run is marked failed; the error goes on to main()
         why = f"{signal.Signals(signals.received).name}; " if signals.received else ""
         print(f"lth-train: {why}continue this run with: lth-train {resume.shell_override(output_dir)}", file=sys.stderr)

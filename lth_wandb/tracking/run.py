@@ -135,8 +135,10 @@ def make_logger(
         # W&B writes the run file every 15 s; a run killed sooner would leave nothing of itself on disk.
         init["settings"] = wandb.Settings(x_transaction_log_flush_interval=FLUSH_SECONDS)
     if os.environ.get("WANDB_SWEEP_ID"):
-        # The agent fixes project, entity and run id; wandb.init would ignore ours, with a warning each.
+        # The agent fixes project, entity and run id (WANDB_RUN_ID: the id lth-train keeps); wandb.init would ignore
+        # ours, with a warning each. resume="allow" stays: a preempted run the agent hands back continues.
         project, init["entity"] = None, None
+        init.pop("id", None)
     save_dir = os.fspath(save_dir) if save_dir else None  # None: W&B reads WANDB_DIR
     logger = WandbLogger(name=name, project=project, save_dir=save_dir, **init)
     # WandbLogger always passes anonymous=None, which recent wandb answers with a deprecation warning per run.
@@ -221,10 +223,16 @@ def sent_before(run: Any) -> set[str]:
     return sent
 
 
-def mark_preempting_if_requeued() -> None:
-    """Mark the active run *preempting* when it runs under a W&B sweep in a SLURM job that is ending: the W&B server
-    then requeues the run, and the agent that takes it (the requeued job's, or another) resumes it under its id
-    (lth-train finds its folder by ``WANDB_RUN_ID``). A run the agent itself stops (Hyperband) is not marked."""
-    if wandb.run is not None and os.environ.get("WANDB_SWEEP_ID") and slurm_job_ending():
+def mark_preempting_if_requeued(certain: bool = False) -> None:
+    """Mark the active run *preempting* when it runs under a W&B sweep and was preempted: the W&B server then
+    requeues the run, and the agent that takes it (the requeued job's, or another) resumes it under its id (lth-train
+    finds its folder by ``WANDB_RUN_ID``).
+
+    Args:
+        certain: the signal said so (SIGUSR2). Otherwise (SIGTERM) only when the SLURM job itself is ending: a run
+            the agent stops (Hyperband) is not marked. SLURM's SIGTERM reaches W&B's service too, which may be
+            gone by then; SIGUSR2 does not stop it.
+    """
+    if wandb.run is not None and os.environ.get("WANDB_SWEEP_ID") and (certain or slurm_job_ending()):
         with contextlib.suppress(ConnectionError):  # the service may have stopped with the job
             wandb.run.mark_preempting()

@@ -208,10 +208,14 @@ class Backend:
                 target[offset : offset + len(lines)] = lines
         if run.state == "pending":  # a sweep's run the agent has started
             run.state = "running"
+        if payload.get("preempting"):  # wandb.mark_preempting(): a failure now is a preemption, to be resumed
+            run.preempting = True
         if payload.get("complete"):
             run.exitcode = payload.get("exitcode")
             run.state = "finished" if run.exitcode == 0 else "failed"
             if run.sweep is not None and run.name in run.sweep.stopped and run.exitcode != 0:
                 run.state = "killed"
+            elif run.exitcode != 0 and run.preempting:
+                run.state = "preempted"  # W&B requeues it: the next idle agent gets a `resume` command for it
         run.heartbeatAt = stamp()
         return {"exitcode": None, "limits": {}}

@@ -304,7 +304,13 @@ class Mutation:
                 if stop.name in running and stop.name not in sweep.stopped:
                     sweep.stopped.add(stop.name)
                     commands.append({"type": "stop", "run_id": stop.name})
-        if not running and sweep.state == "RUNNING":
+        preempted = next((run for run in sweep.run_list if run.state == "preempted"), None)
+        if not running and preempted is not None:  # W&B requeues a preempted run before proposing new ones
+            preempted.state, preempted.preempting = "pending", False
+            agent.run_names.append(preempted.name)
+            commands.append({"type": "resume", "run_id": preempted.name, "args": preempted.sweep_args,
+                             "program": config.get("program")})  # fmt: skip
+        elif not running and sweep.state == "RUNNING":
             proposal = sweeps.next_run(config, engine_runs, validate=True)
             if proposal is None:
                 sweep.state = "FINISHED"
@@ -316,6 +322,7 @@ class Mutation:
                 sweep.run_list.append(run)
                 agent.run_names.append(name)
                 args = {k: {"value": _plain(v["value"])} for k, v in proposal.config.items()}
+                run.sweep_args = args
                 commands.append({"type": "run", "run_id": name, "args": args, "program": config.get("program")})
         return Payload("AgentHeartbeatPayload", agent=agent, commands=json.dumps(commands))
 
@@ -338,7 +345,7 @@ class Mutation:
 def _engine_run(run: Run, config: dict[str, Any]):
     metric = config.get("metric", {}).get("name")
     states = {"pending": "pending", "running": "running", "finished": "finished", "failed": "failed",
-              "killed": "killed", "crashed": "crashed"}  # fmt: skip
+              "killed": "killed", "crashed": "crashed", "preempted": "preempted"}  # fmt: skip
     params = json.loads(run.config_json) if run.config_json else {}
     rows = [{metric: r[metric]} for r in run.rows() if metric and metric in r] if metric else []
     return sweeps.SweepRun(

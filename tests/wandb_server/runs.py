@@ -32,6 +32,8 @@ class Run:
         self.log_lines: list[str] = []
         self.sweep: Sweep | None = None
         self.exitcode: int | None = None
+        self.preempting = False
+        self.sweep_args: dict[str, Any] = {}  # the parameters an agent was given for it (to resume it with)
         self.file_keys: dict[str, str] = {}  # file name -> blob key
         self.logged: list[Artifact] = []
         self.used: list[Artifact] = []
