@@ -37,8 +37,8 @@ from typing import Any
 from lth_wandb.sweeps import agent
 from lth_wandb.sweeps.launchers import LocalLauncher
 from lth_wandb.sweeps.leaderboard import ENDED, SweepRecord
+from lth_wandb.sweeps.results import last_line, metric_history, read_back
 from lth_wandb.sweeps.slurm import SlurmLauncher, Unavailable
-from lth_wandb.tracking.runfiles import find_runs, read_history, read_run, started
 
 POLL_SECONDS = 0.5  # how often finished processes are collected
 MAX_CONSECUTIVE_FAILURES = 3  # a broken command fails every run: stop instead of burning the whole count
@@ -283,7 +283,7 @@ class SweepRunner:
         record["exit_code"] = code
         record["seconds"] = round(record.get("seconds", 0) + time.monotonic() - active.started, 1)
         ending = dict(getattr(active.process, "ending", {}))  # SLURM's word on how the job ended
-        wandb_code = self._read_back(record, active.directory)
+        wandb_code = read_back(record, active.directory, self.record.directory, self.metric)
         # W&B's exit code tells a run stopped by a signal (Lightning's SIGTERM stop) from one that completed.
         completed = code == 0 and wandb_code in (0, None)
         attempt = {"attempt": record.get("attempt", 1), "exit_code": code}
@@ -315,40 +315,14 @@ class SweepRunner:
             return
         say(f"run {record['run_id']} {record['state']}{shown}{how} in {record['seconds']:.0f} s{after}")
         if record["state"] == "failed":
-            say(f"  exit code {code}; its output: {active.directory / 'output.log'}{_last_line(active.directory)}")
+            say(f"  exit code {code}; its output: {active.directory / 'output.log'}{last_line(active.directory)}")
             if self.failures >= MAX_CONSECUTIVE_FAILURES:
                 say(f"{self.failures} runs in a row failed: no new runs are started. Fix the command and rerun.")
 
-    def _read_back(self, record: dict[str, Any], directory: Path) -> int | None:
-        """Copy the run's metric history and scalar summary from its W&B run files (one per attempt, in order:
-        a resumed attempt continues the run); returns the exit code W&B recorded last (None when there is no run
-        file, e.g. the command failed before wandb.init)."""
-        paths = _run_paths(directory, record["run_id"])
-        history: list[float] = []
-        summary: dict[str, Any] = {}
-        exit_code = None
-        for path in paths:
-            try:
-                run = read_run(path)
-            except (RuntimeError, ValueError) as error:  # e.g. a run file cut short by SIGKILL
-                record["read_error"] = str(error)[-500:]
-                continue
-            record["wandb_run"] = str(path.relative_to(self.record.directory))
-            history += _metric_values(run.history, self.metric)
-            summary.update({k: v for k, v in run.summary.items() if _is_scalar(v) and not k.startswith("_")})
-            exit_code = run.exit_code
-        if paths:
-            record["history"], record["summary"] = history, summary
-        return exit_code
-
     def _early_terminate(self) -> None:
         for run_id, active in self.active.items():
-            paths = _run_paths(active.directory, run_id)  # a resumed run: its earlier attempts' values first
-            if paths and active.stop_reason is None:
-                try:
-                    active.history = [v for path in paths for v in _metric_values(read_history(path), self.metric)]
-                except (RuntimeError, ValueError, FileNotFoundError):
-                    pass  # the file is being created; next check
+            if active.stop_reason is None:
+                active.history = metric_history(active.directory, run_id, self.metric) or active.history
         for run_id, reason in agent.runs_to_stop(self.record.config, self._engine_runs()).items():
             active = self.active.get(run_id)
             if active is not None and active.stop_reason is None:
@@ -407,39 +381,12 @@ def check_budget(config: dict[str, Any], count: int | None, workers: int = 1) ->
         )
 
 
-def _run_paths(directory: Path, run_id: str) -> list[Path]:
-    """The run's W&B run folders in its directory, oldest first (one per attempt)."""
-    return sorted((p for p in find_runs(directory / "wandb") if p.name.endswith(f"-{run_id}")), key=started)
-
-
-def _metric_values(history: list[dict[str, Any]], metric: str | None) -> list[float]:
-    if metric is None:
-        return []
-    return [row[metric] for row in history if _is_number(row.get(metric))]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def _is_scalar(value: Any) -> bool:
-    return isinstance(value, (int, float, str, bool)) or value is None
-
-
 # What a run's record holds about its last attempt; a restart clears it.
 _RESULT_KEYS = ("exit_code", "history", "summary", "metric_value", "wandb_run", "read_error", "stop_reason")
 
 
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-def _last_line(directory: Path) -> str:
-    try:
-        lines = [ln for ln in (directory / "output.log").read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return f"\n  {lines[-1][-300:]}" if lines else ""
 
 
 def say(message: str) -> None:
