@@ -4,7 +4,7 @@
 import json
 from pathlib import Path
 
-from conftest import lth_train_main
+from conftest import lth_train, lth_train_main
 
 QUICK = ("logger=none", "pruning.rounds=0", "pruning.epochs_per_round=1", "trainer.enable_progress_bar=false")
 
@@ -24,8 +24,9 @@ def test_a_refused_start_leaves_no_folder_and_keeps_the_others(monkeypatch, tmp_
                                           "2000-01-01/00-00-00/keep.txt": b"an earlier run"}  # fmt: skip
 
 
-def test_a_refused_resume_leaves_the_run_folder_as_it_was(monkeypatch, tmp_path, capsys):
-    lth_train_main(monkeypatch, tmp_path, *QUICK, expect_exit=False)
+def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path):
+    """Processes of their own: a run folder is locked by the process that trains it, for as long as it lives."""
+    assert lth_train(tmp_path, *QUICK).returncode == 0
     (folder,) = tmp_path.glob("outputs/*/*")
 
     def as_if_killed():
@@ -33,14 +34,14 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(monkeypatch, tmp_path,
         (folder / "run.json").write_text(json.dumps({**record, "status": "running"}))
 
     as_if_killed()
-    lth_train_main(monkeypatch, tmp_path, f"resume={folder}", expect_exit=False)  # Hydra writes .hydra-resumed/
+    assert lth_train(tmp_path, f"resume={folder}").returncode == 0  # Hydra writes .hydra-resumed/
     assert (folder / ".hydra-resumed" / "overrides.yaml").is_file()
     as_if_killed()
     before = tree(folder)
-    assert lth_train_main(monkeypatch, tmp_path, f"resume={folder}", "pruning.rounds=5") == 2
-    assert "pruning.rounds=5 differs from the run being resumed" in capsys.readouterr().err
-    assert tree(folder) == before
+    refused = lth_train(tmp_path, f"resume={folder}", "pruning.rounds=5")
+    assert refused.returncode == 2 and "pruning.rounds=5 differs from the run being resumed" in refused.stderr
+    assert tree(folder) == before  # .hydra-resumed/ and .lock included
     # A new start into a folder that holds a run is refused, and leaves that run's .hydra/ as it was.
-    assert lth_train_main(monkeypatch, tmp_path, *QUICK, f"hydra.run.dir={folder}", "seed=3") == 2
-    assert "already holds a run" in capsys.readouterr().err
+    again = lth_train(tmp_path, *QUICK, f"hydra.run.dir={folder}", "seed=3")
+    assert again.returncode == 2 and "already holds a run" in again.stderr
     assert tree(folder) == before

@@ -1,7 +1,7 @@
 """A refused start leaves nothing behind. Hydra creates the job's output folder and writes ``.hydra/`` into it before
-lth-train's checks run; when a check refuses the start, a new folder holding only that (and ``run.json``) is removed,
-and a run folder that existed before, a resumed run's, is put back as it was (``.hydra/`` and ``.hydra-resumed/``
-are what Hydra rewrites there).
+lth-train's checks run; when a check refuses the start, a new folder holding only that (and ``run.json``, ``.lock``)
+is removed, and a run folder that existed before, a resumed run's, is put back as it was (``.hydra/`` and
+``.hydra-resumed/`` are what Hydra rewrites there, ``.lock`` what the run's lock does).
 
 Hydra-free: the console entry point remembers the run folder before Hydra writes into it.
 """
@@ -12,13 +12,15 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from lth_wandb.app.resume import RESUMED_SUBDIR, RUN_FILE, override_key, unquote
+from lth_wandb.app.resume import LOCK_FILE, RESUMED_SUBDIR, RUN_FILE, override_key, unquote
 
-HYDRA_SUBDIRS = (".hydra", RESUMED_SUBDIR)  # what Hydra writes into a run folder at every start
-WRITTEN_AT_START = {*HYDRA_SUBDIRS, RUN_FILE}  # all a refused new start can have written
+# What every start writes into a run folder before its checks pass: Hydra's records, and the run's lock.
+REWRITTEN = (".hydra", RESUMED_SUBDIR, LOCK_FILE)
+WRITTEN_AT_START = {*REWRITTEN, RUN_FILE}  # all a refused new start can have written
 SWEEP_FILES = {"multirun.yaml"}  # Hydra's record of a multirun, in the sweep folder above the jobs
 
-_before: dict[Path, dict[str, dict[str, bytes] | None]] = {}
+Saved = bytes | dict[str, bytes] | None  # a file's bytes, a folder's files, or nothing there
+_before: dict[Path, dict[str, Saved]] = {}
 
 
 def remember(argv: Sequence[str]) -> None:
@@ -29,15 +31,15 @@ def remember(argv: Sequence[str]) -> None:
         return
     folder = Path(unquote(given[-1].split("=", 1)[1])).expanduser()
     if folder.is_dir():
-        _before[folder.resolve()] = {sub: _files(folder / sub) for sub in HYDRA_SUBDIRS}
+        _before[folder.resolve()] = {name: _saved(folder / name) for name in REWRITTEN}
 
 
 def clean_up(output_dir: Path) -> None:
     """After a refused start: restore a folder that existed before, or remove a new one (and its empty parents)."""
     folder = output_dir.resolve()
     if folder in _before:
-        for sub, files in _before[folder].items():
-            _restore(folder / sub, files)
+        for name, saved in _before[folder].items():
+            _restore(folder / name, saved)
         return
     if not folder.is_dir() or not all(_written_at_start(entry) for entry in folder.iterdir()):
         return
@@ -61,17 +63,25 @@ def _remove_empty_parents(folder: Path) -> None:
         folder = folder.parent
 
 
-def _files(folder: Path) -> dict[str, bytes] | None:
-    if not folder.is_dir():
+def _saved(path: Path) -> Saved:
+    if path.is_file():
+        return path.read_bytes()
+    if not path.is_dir():
         return None
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
 
 
-def _restore(folder: Path, files: dict[str, bytes] | None) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-    for name, data in (files or {}).items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    if files is not None:
-        folder.mkdir(exist_ok=True)  # an empty one stays
+def _restore(path: Path, saved: Saved) -> None:
+    if isinstance(saved, bytes):  # in place: this process may hold a lock on the file
+        path.write_bytes(saved)
+        return
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    for name, data in (saved or {}).items():
+        file = path / name
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(data)
+    if saved is not None:
+        path.mkdir(exist_ok=True)  # an empty one stays
