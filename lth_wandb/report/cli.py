@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import lth_wandb
+from lth_wandb import atomic
 
 DEFAULT_HTML = "report/report.html"
 DEFAULT_SPEC = "report-spec.json"
@@ -97,6 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"lth-report: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        if error.errno not in atomic.DISK_FULL:
+            raise
+        print(
+            f"lth-report: disk full: {error}. Nothing was replaced: the previous report and figures are as they were. "
+            "Hint: free some space (or raise the quota) and run lth-report again",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def offline_report(args: argparse.Namespace) -> int:
@@ -123,7 +133,7 @@ def offline_report(args: argparse.Namespace) -> int:
         if birds := early_bird.early_bird_rows(study):
             table += f"\n{early_bird.markdown_table(birds)}"
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(table, encoding="utf-8")
+        atomic.write_text(args.markdown, table)
         print(f"Table: {args.markdown}")
     if study.skipped:
         print(
@@ -162,7 +172,7 @@ def wandb_report(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out or DEFAULT_SPEC)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(wb.report_spec(report), indent=1), encoding="utf-8")
+    atomic.write_text(out, json.dumps(wb.report_spec(report), indent=1))
     print(wb.describe(report))
     print(f"Spec: {out} (not published; add --save to publish it)")
     return 0

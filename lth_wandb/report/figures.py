@@ -25,6 +25,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from lth_wandb import atomic
 from lth_wandb.report import undertrained
 from lth_wandb.report.data import Round, RunRounds, Study, rounds_by_density
 from lth_wandb.report.summary import best_ticket
@@ -196,14 +197,22 @@ def figure_bytes(fig: Figure, fmt: str) -> bytes:
 
 
 def save_figures(figures: dict[str, Figure], folder: str | PathLike) -> dict[str, dict[str, Path]]:
-    """Write each figure as PNG and SVG into ``folder``; returns ``{name: {"png": path, "svg": path}}``."""
+    """Write each figure as PNG and SVG into ``folder``, replacing the folder as a whole: a kill or a full disk
+    leaves the previous set, never a mix of old and new figures. Returns ``{name: {"png": path, "svg": path}}``."""
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_folder(out) as staging:
+        written = write_figures(figures, staging)
+    return {name: {fmt: out / path.name for fmt, path in paths.items()} for name, paths in written.items()}
+
+
+def write_figures(figures: dict[str, Figure], folder: Path) -> dict[str, dict[str, Path]]:
+    """Write each figure as PNG and SVG into the existing ``folder`` (see :func:`save_figures`)."""
     written: dict[str, dict[str, Path]] = {}
     for name, fig in figures.items():
         for fmt in FORMATS:
-            path = out / f"{name}.{fmt}"
-            path.write_bytes(figure_bytes(fig, fmt))
+            path = folder / f"{name}.{fmt}"
+            atomic.write_bytes(path, figure_bytes(fig, fmt))
             written.setdefault(name, {})[fmt] = path
     return written
 

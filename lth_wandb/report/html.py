@@ -17,10 +17,11 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from lth_wandb import atomic
 from lth_wandb.report import early_bird, instability, undertrained
 from lth_wandb.report import overlap as mask_overlap
 from lth_wandb.report.data import CONTROLS, VARIANT_LABELS, RunRounds, Study
-from lth_wandb.report.figures import CAPTIONS, figure_bytes, make_figures, save_figures
+from lth_wandb.report.figures import CAPTIONS, figure_bytes, make_figures, write_figures
 from lth_wandb.report.overlap import StudyOverlap
 from lth_wandb.report.summary import best_ticket, study_subject, summary_text
 from lth_wandb.report.table import HEAD, cells, density_rows
@@ -82,8 +83,15 @@ def write_html_report(
     paths = instability.path_figure(instability.instability_rows(study))
     if paths is not None:
         figures["instability"] = paths
-    files = save_figures(figures, out.parent / f"{out.stem}-figures")
-    out.write_text(build_html(study, figures, title or default_title(study), at, masks), encoding="utf-8")
+    page = build_html(study, figures, title or default_title(study), at, masks)
+    folder = out.parent / f"{out.stem}-figures"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One set: the figures fill a new folder, the page replaces the old one, then the folder swaps in. Every write
+    # comes before the first rename, so a kill or a full disk leaves the previous page and figures.
+    with atomic.atomic_folder(folder) as staging:
+        written = write_figures(figures, staging)
+        atomic.write_text(out, page)
+    files = {name: {fmt: folder / path.name for fmt, path in paths.items()} for name, paths in written.items()}
     return HtmlReport(out, figures, files, masks)
 
 

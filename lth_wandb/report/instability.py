@@ -75,22 +75,16 @@ class InstabilityRow:
 
 def measurements(run: RunRounds) -> list[Measurement]:
     """The run's instability analysis: from ``instability.json`` in its output folder, else from its W&B rows."""
-    report = _read_report(run)
-    if report is not None:
-        threshold = float(report.get("threshold", STABLE_BELOW))
-        return [
-            Measurement(
-                round=int(r["round"]),
-                density=float(r["density"]),
-                step=int(r["step"]),
-                instability=float(r["instability"]),
-                stable=bool(r["stable"]),
-                threshold=threshold,
-                alphas=tuple(map(float, r.get("alphas") or ())),
-                errors=tuple(map(float, r.get("errors") or ())),
-            )
-            for r in report["results"]
-        ]
+    path = Path(run.output_dir) / REPORT_FILE if run.output_dir else None
+    if path is not None and path.exists():
+        try:
+            return _from_report(json.loads(path.read_bytes()))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
+            why = f"missing key {error}" if isinstance(error, KeyError) else " ".join(str(error).split())[:200]
+            raise ValueError(
+                f"{path} is not an instability analysis as lth-train writes it ({why}). Hint: move it out of the "
+                "run folder and the report shows that run's instability from its W&B rows (without the paths)"
+            ) from error
     threshold = float(run.get("instability.threshold") or STABLE_BELOW)
     found = []
     for row in run.instability:
@@ -218,11 +212,20 @@ def wandb_blocks(runset: Any, study: Study | None) -> list:
     ]
 
 
-def _read_report(run: RunRounds) -> dict[str, Any] | None:
-    if not run.output_dir:
-        return None
-    try:
-        report = json.loads((Path(run.output_dir) / REPORT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # not analysed, or written by a run that was cut off
-    return report if isinstance(report, dict) and isinstance(report.get("results"), list) else None
+def _from_report(report: Any) -> list[Measurement]:
+    threshold = float(report.get("threshold", STABLE_BELOW))
+    if not isinstance(report["results"], list):
+        raise TypeError(f"'results' is a {type(report['results']).__name__}, not a list")
+    return [
+        Measurement(
+            round=int(r["round"]),
+            density=float(r["density"]),
+            step=int(r["step"]),
+            instability=float(r["instability"]),
+            stable=bool(r["stable"]),
+            threshold=threshold,
+            alphas=tuple(map(float, r.get("alphas") or ())),
+            errors=tuple(map(float, r.get("errors") or ())),
+        )
+        for r in report["results"]
+    ]
