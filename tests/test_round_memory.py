@@ -1,7 +1,10 @@
 """Memory that does not grow with the rounds: bit-packed round masks, and finished rounds' trained weights spilled
 to disk (LotteryTicket(spill_dir=...); lth-train's <run folder>/rounds) with tickets identical to in-memory ones."""
 
+import os
+import re
 import shutil
+import subprocess
 
 import pytest
 import pytorch_lightning as pl
@@ -69,3 +72,43 @@ def test_round_masks_are_bit_packed_and_read_back_exactly():
     assert all(torch.equal(store[0][n], masks[n]) for n in masks) and list(store) == [0]
     store[0]["a"][0, 0] = not store[0]["a"][0, 0]  # each read is a fresh copy: the store cannot be changed by it
     assert torch.equal(store[0]["a"], masks["a"])
+
+
+def test_a_round_file_that_is_a_link_or_not_a_regular_file_is_refused_unread(tmp_path):
+    cb = fit(tmp_path / "rounds")
+    path = tmp_path / "rounds" / "round-1.safetensors"
+    path.unlink()
+    path.symlink_to("/dev/zero")  # read whole, it would fill the memory
+    with pytest.raises(
+        ValueError, match=r"round-1.safetensors links to /dev/zero, not a regular file; expected round 1"
+    ):
+        cb.ticket(1)
+    path.unlink()
+    os.mkfifo(path)  # read, it would block forever
+    with pytest.raises(ValueError, match=r"round-1.safetensors is not a regular file.*Hint: restore it from a copy"):
+        cb.ticket(1)
+    path.unlink()
+    outside = tmp_path / "elsewhere.safetensors"
+    outside.write_bytes(b"weights from somewhere else")
+    path.symlink_to(outside)
+    with pytest.raises(ValueError, match=rf"links to {outside}, outside its folder"):
+        cb.ticket(1)
+
+
+def test_a_changed_round_file_points_to_the_saved_copy_of_its_weights(tmp_path):
+    """lth-train saves each round's trained weights twice: rounds/round-<r>.safetensors and the round's model ticket
+    (tickets/round-<r>/model/trained.safetensors, the same bytes); a changed round file says how to copy it back."""
+    cb = fit(tmp_path / "rounds")
+    path = tmp_path / "rounds" / "round-1.safetensors"
+    copy = cb.ticket(1).save(tmp_path / "tickets" / "round-1" / "model", parts=("trained",)) / "trained.safetensors"
+    assert copy.read_bytes() == path.read_bytes()
+    path.write_bytes(path.read_bytes() + b"!")
+    with pytest.raises(ValueError, match=r"changed after it was written") as info:
+        cb.ticket(1)
+    (hint,) = re.findall(r"is a whole copy \(its SHA-256 matches\): (.*), then resume again", str(info.value))
+    assert hint == f"rm -f {path} && cp {copy} {path}"
+    subprocess.run(hint, shell=True, check=True)
+    assert_same_ticket(cb.ticket(1), fit().ticket(1))
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"round-1.safetensors is missing.*Hint: {copy} is a whole copy"):
+        cb.ticket(1)

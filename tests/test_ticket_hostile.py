@@ -323,3 +323,31 @@ def test_a_write_error_mid_save_leaves_the_previous_ticket(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert sorted(p.name for p in folder.iterdir()) == FILES
     assert_same(Ticket.load(folder), make_ticket(width=500))
+
+
+# ---- 7. sizes a file declares but cannot hold ----------------------------------------------------------------
+
+
+def test_a_tensor_declared_larger_than_its_file_is_refused_from_the_header(tmp_path):
+    folder = saved(tmp_path)
+    header = json.dumps({"2.bias": {"dtype": "F32", "shape": [2**30], "data_offsets": [0, 8]}}).encode()
+    data = len(header).to_bytes(8, "little") + header + bytes(8)  # 4 GiB declared in a file of 100 bytes
+    replace_file(folder, "rewind.safetensors", data)
+    declared = r"tensor '2.bias' declares shape \[1073741824\] of F32 \(4294967296 bytes\), but its data_offsets"
+    with pytest.raises(ValueError, match=rf"rewind.safetensors: {declared} \[0, 8\] in a file of"):
+        Ticket.load(folder)
+
+
+def test_mask_shapes_are_checked_against_the_module_before_any_tensor_is_read(tmp_path):
+    """A mask the size of a billion weights is a valid ticket on its own (its file is 128 MiB, its dense copies 4 GiB
+    each): only the module it is for tells it apart, and it does before a byte of the tensors is read."""
+    folder = saved(tmp_path)
+    edit_manifest(folder, lambda m: m["mask_shapes"].update({"0.weight": [2**30]}))
+    (folder / "masks.safetensors").write_bytes(b"not read")  # reading it would fail its checksum
+    module = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
+    declared = r"ticket.json gives '0.weight' shape \[1073741824\], but the module has shape \(5, 6\)"
+    with pytest.raises(ValueError, match=rf"ticket does not fit Sequential: .*{declared}; nothing was read"):
+        Ticket.load(folder, module)
+    edit_manifest(folder, lambda m: m["mask_shapes"].update({"0.weight": [5, 6], "9.weight": [2]}))
+    with pytest.raises(ValueError, match=r"gives '9.weight' shape \[2\], but the module has no such parameter"):
+        Ticket.load(folder, module)

@@ -329,7 +329,8 @@ def load_cfg_ticket(cfg: DictConfig, model: pl.LightningModule):
     from lth_wandb.pruning.ticket import check_compatible
     from lth_wandb.tracking.tickets import load_ticket
 
-    ticket = load_ticket(cfg.ticket)
+    # The ticket's mask shapes are checked against the model before any of its tensors is read.
+    ticket = load_ticket(cfg.ticket, model)
     check_compatible(ticket, model)
     return ticket
 

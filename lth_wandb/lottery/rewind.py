@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import shlex
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,7 @@ class RoundStates:
     def trained_weights(self, round: int) -> StateDict | None:
         """The dense weights ``round`` ended with, or None if it has not finished."""
         if round in self.spilled:
-            return dense_state(_read_spilled(**self._spilled_file(round)), self.masks[round])
+            return dense_state(_read_spilled(round=round, **self._spilled_file(round)), self.masks[round])
         if round not in self.trained:
             return None
         return dense_state(self.trained[round], self.masks[round])
@@ -172,19 +173,43 @@ class RoundMasks(MutableMapping):
         return len(self._packed)
 
 
-def _read_spilled(file: str, sha256: str) -> StateDict:
-    try:
-        data = Path(file).read_bytes()
-    except FileNotFoundError:
+def _read_spilled(file: str, sha256: str, round: int) -> StateDict:
+    """A finished round's trained weights, read back as untrusted bytes: a regular file in its folder, whose
+    SHA-256 is the one recorded when it was written."""
+    path = Path(file)
+    if not os.path.lexists(path):
         raise FileNotFoundError(
-            f"{file} is missing: it holds a finished round's trained weights (LotteryTicket spill_dir). Hint: "
-            "keep the run folder whole when moving it, or resume from a checkpoint taken without spill_dir"
-        ) from None
+            f"{file} is missing: it holds round {round}'s trained weights (LotteryTicket spill_dir). "
+            + _restore_hint(path, round, sha256, "keep the run folder whole when moving it")
+        )
+    target = path.resolve()
+    problem = None
+    if not target.is_file():  # /dev/zero would be read until memory runs out, a FIFO forever
+        problem = f"links to {target}, not a regular file" if path.is_symlink() else "is not a regular file"
+    elif not target.is_relative_to(path.parent.resolve()):
+        problem = f"links to {target}, outside its folder"
+    if problem:
+        raise ValueError(
+            f"{file} {problem}; expected round {round}'s trained weights as LotteryTicket wrote them. "
+            + _restore_hint(path, round, sha256, "")
+        )
+    data = target.read_bytes()
     if hashlib.sha256(data).hexdigest() != sha256:
         raise ValueError(
-            f"{file} changed after it was written (SHA-256 differs): it cannot be trusted as a round's trained weights"
+            f"{file} changed after it was written (SHA-256 differs): it cannot be trusted as round {round}'s "
+            "trained weights. " + _restore_hint(path, round, sha256, "")
         )
     return safetensors.torch.load(data)
+
+
+def _restore_hint(path: Path, round: int, sha256: str, otherwise: str) -> str:
+    """What to do about a lost or changed round file: copy it back from the round's model ticket, which lth-train
+    saves beside (``tickets/round-<r>/model/trained.safetensors``, the same bytes), when that file is whole."""
+    saved = path.parent.parent / "tickets" / f"round-{round}" / "model" / "trained.safetensors"
+    if saved.is_file() and not saved.is_symlink() and hashlib.sha256(saved.read_bytes()).hexdigest() == sha256:
+        copy = f"rm -f {shlex.quote(str(path))} && cp {shlex.quote(str(saved))} {shlex.quote(str(path))}"
+        return f"Hint: {saved} is a whole copy (its SHA-256 matches): {copy}, then resume again"
+    return f"Hint: {otherwise or 'restore it from a copy of the run folder'}, or start a new run"
 
 
 def fresh_values(source: Mapping[str, torch.Tensor], names: Iterable[str], seed: int) -> StateDict:

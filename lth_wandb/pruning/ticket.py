@@ -37,7 +37,7 @@ from lth_wandb.pruning.ticket_files import (
     write_all,
 )
 
-__all__ = ["Ticket", "StateDict", "check_compatible", "dense_state", "sparse_state"]
+__all__ = ["Ticket", "StateDict", "check_compatible", "check_mask_shapes_fit", "dense_state", "sparse_state"]
 
 
 @dataclass
@@ -128,20 +128,28 @@ class Ticket:
         }
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> Ticket:
+    def load(cls, directory: str | os.PathLike, module: nn.Module | None = None) -> Ticket:
         """Read a ticket written by :meth:`save`, treating every file as untrusted.
 
         Only the files ``ticket.json`` lists are read, each must match its SHA-256, and every name, shape and
         count is checked against the others, so a broken or hostile ticket fails here with one line naming the
         file, instead of later with wrong weights.
 
+        Args:
+            directory: the folder :meth:`save` wrote.
+            module: the module the ticket is for. Its tensors' shapes are checked against the manifest's before any
+                tensor is read: a ticket can make the reader allocate its masked tensors' full (dense) sizes, which
+                only the module bounds.
+
         Raises:
             FileNotFoundError: no ticket in ``directory``, or a file its manifest lists is missing.
             ValueError: the manifest is malformed, a file was changed or truncated after saving, is not a
-                safetensors file, lies outside ``directory``, or the files do not belong together.
+                safetensors file, lies outside ``directory``, or the files do not belong together (or to ``module``).
         """
         directory = Path(directory)
         manifest = read_manifest(directory)
+        if module is not None:
+            check_mask_shapes_fit(directory, manifest["mask_shapes"], module)
         digests = manifest["sha256"]
         masks = read_masks(directory, digests[MASKS_FILE], manifest["mask_shapes"])
         weights = {
@@ -149,6 +157,26 @@ class Ticket:
             for part, file in WEIGHT_FILES.items()
         }
         return cls(masks, weights["rewind"], weights["trained"], manifest.get("metadata", {}))
+
+
+def check_mask_shapes_fit(directory: Path, shapes: dict[str, list[int]], module: nn.Module) -> None:
+    """Raise a ValueError naming the first mask in ``ticket.json`` that is not one of ``module``'s parameters, in
+    its shape."""
+    params = dict(module.named_parameters())
+    for name, shape in shapes.items():
+        own = tuple(params[name].shape) if name in params else None
+        if own != tuple(shape):
+            has = f"has shape {own}" if own is not None else "has no such parameter"
+            raise ValueError(
+                f"ticket does not fit {type(module).__name__}: {directory / MANIFEST} gives {name!r} shape "
+                f"{_short_shape(shape)}, but the module {has}; nothing was read from the ticket's tensor files. "
+                "Hint: use a ticket found on this model, built with the same sizes."
+            )
+
+
+def _short_shape(shape: list[int]) -> str:
+    text = str(shape)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def check_compatible(ticket: Ticket, module: nn.Module) -> None:

@@ -178,6 +178,7 @@ def _load_tensors(directory: Path, name: str, digest: str) -> StateDict:
             f"checksum mismatch for {path}: expected sha256 {digest}, got {actual}. "
             "The file was modified or truncated after saving; re-download or re-save the ticket."
         )
+    check_header(path, data)
     try:
         return safetensors.torch.load(data)
     except (SafetensorError, KeyError, TypeError, ValueError) as err:  # KeyError: a dtype torch lacks
@@ -185,6 +186,40 @@ def _load_tensors(directory: Path, name: str, digest: str) -> StateDict:
             f"{path} is not a safetensors file ({_one_line(err)}); tickets hold safetensors only, never pickle. "
             f"{_REFETCH}"
         ) from err
+
+
+# Bytes per element of each safetensors dtype (the format's own names).
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # fmt: skip
+
+
+def check_header(path: Path, data: bytes) -> None:
+    """Refuse a safetensors file whose header (8 bytes of little-endian length, then JSON) declares a tensor its
+    bytes cannot hold, before any tensor is built: a small file must not make a reader allocate a huge one. A
+    header that does not parse is left to safetensors' own error.
+
+    Raises:
+        ValueError: a tensor's shape and dtype need other than the bytes its offsets give inside the file.
+    """
+    size = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + size]) if 0 < size <= len(data) - 8 else None
+    except (ValueError, RecursionError):
+        return
+    stored = len(data) - 8 - size
+    for name, entry in header.items() if isinstance(header, dict) else ():
+        try:
+            dtype, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            needed = math.prod(shape) * _DTYPE_BYTES[dtype]  # exact Python ints: no overflow
+            fits = 0 <= start <= end <= stored and end - start == needed
+        except (KeyError, TypeError, ValueError):
+            continue  # __metadata__, or an entry safetensors refuses itself
+        if not fits:
+            raise ValueError(
+                f"{path}: tensor {_short(name)} declares shape {_short(shape)} of {dtype} ({needed} bytes), but its "
+                f"data_offsets {_short(entry['data_offsets'])} in a file of {len(data)} bytes do not hold that; "
+                f"refused before reading it. {_REFETCH}"
+            )
 
 
 def _inside(directory: Path, name: str) -> Path:

@@ -3,31 +3,50 @@ bring a finished run's tickets of every round (with its command line) to this ma
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
 
 import wandb
+from torch import nn
 
 from lth_wandb.pruning.ticket import Ticket
 from lth_wandb.tracking import TICKET_TYPE
 
 
-def load_ticket(ref: str | os.PathLike) -> Ticket:
+def load_ticket(ref: str | os.PathLike, module: nn.Module | None = None) -> Ticket:
     """A ticket from a local directory or a W&B artifact reference (``entity/project/ticket-abc:winning``).
 
     Needs no active run, so a bad reference fails before a W&B run starts; :func:`record_ticket_use` then records
-    the artifact as the run's input. Checksums are verified on load; nothing is unpickled.
+    the artifact as the run's input. Checksums are verified on load; nothing is unpickled. With ``module``, the
+    ticket's mask shapes are checked against it before any tensor is read (see :meth:`Ticket.load`).
     """
     path = _as_path(ref)
     if path.is_dir():
-        return Ticket.load(path)
+        return Ticket.load(path, module)
+    if path.is_symlink() and not path.exists():
+        raise FileNotFoundError(
+            f"ticket={os.fspath(ref)!r} is a broken link (to {os.readlink(path)!r}, which {_why_broken(path)}). "
+            "Hint: point ticket= at the folder Ticket.save wrote (it holds ticket.json), or at "
+            "'entity/project/ticket-<run id>:winning'"
+        )
     if path.exists():
         raise FileNotFoundError(
             f"ticket={os.fspath(ref)!r} is not a ticket directory. Hint: pass the folder Ticket.save wrote "
             "(it holds ticket.json), or 'entity/project/ticket-<run id>:winning'"
         )
-    return Ticket.load(download_ticket(os.fspath(ref)))
+    return Ticket.load(download_ticket(os.fspath(ref)), module)
+
+
+def _why_broken(link: Path) -> str:
+    try:
+        link.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 raises this for a loop
+        return "leads back to itself"
+    except OSError as error:
+        return "leads back to itself" if error.errno == errno.ELOOP else "does not exist"
+    return "does not exist"
 
 
 def download_ticket(ref: str, root: str | os.PathLike | None = None) -> Path:
