@@ -55,6 +55,18 @@ def run_main(monkeypatch, tmp_path, *args, expect_exit=True):
         (["data._target_=signals.Signals", "+data.seed=1", "+data.options.seed=2"], "data.seed and data.options.seed"),
         (["--config-dir", "{conf}", "data=extra_key"], "Hint: your own DataModule's arguments go in as +data.<arg>"),
         (["--config-dir", "{conf}", "data=bad_option"], "unexpected keyword argument 'bogus'"),
+        (["data._target_=signals.SetupFails"], "data: SetupFails.setup() raised RuntimeError: cannot open "
+         "/data/signals.h5. Hint: fix SetupFails.setup()"),
+        (["data._target_=signals.EmptyTraining"], "data: EmptyTraining.train_dataloader() raised ValueError: "
+         "num_samples should be a positive integer value, but got num_samples=0. Hint: its dataset is empty: check "
+         "the data EmptyTraining.setup() loads for this split"),
+        (["data._target_=signals.EmptyValidation"], "data: EmptyValidation.val_dataloader() yields no batch: its "
+         "dataset is empty"),
+        (["data._target_=signals.LabelsFrom1"], "data: LabelsFrom1.train_dataloader()'s first batch holds labels "
+         "1..3, but the model has 3 classes (0..2). Hint: labels must be class indices 0..N-1"),
+        (["data._target_=signals.Signals", "+data.with_test=false", "instability=lmc"], "data: instability.enabled="
+         "true measures test error, but Signals has no test_dataloader(). Hint: give Signals a test_dataloader(), "
+         "or instability.enabled=false"),
     ],
 )
 def test_a_datamodule_that_lacks_what_the_run_needs_fails_in_one_line(monkeypatch, tmp_path, capsys, args, message):
@@ -62,6 +74,42 @@ def test_a_datamodule_that_lacks_what_the_run_needs_fails_in_one_line(monkeypatc
     assert run_main(monkeypatch, tmp_path, *[a.format(conf=conf) for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lth-train: error: ") and message in err[0], err
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "message"),
+    [
+        ("LabelsFrom1", [], "LabelsFrom1.train_dataloader()'s first batch holds labels 1..3, but the model has 3"),
+        ("Signals", ["+data.with_test=false", "instability=lmc"], "but Signals has no test_dataloader()"),
+    ],
+)
+def test_your_datamodules_mistakes_stop_lth_train_before_wandb_starts(tmp_path, target, args, message):
+    """Labels out of range failed in cross_entropy once W&B had started; a DataModule without test data failed in
+    the instability analysis, after every round had trained. Now: one line, exit 2, no W&B run, no run folder."""
+    env = subprocess_env(PYTHONPATH=str(USERPKG))
+    command = [sys.executable, "-m", "lth_wandb.train", f"data._target_=signals.{target}", *args,
+               "pruning.rounds=1", "pruning.epochs_per_round=1", "trainer.enable_progress_bar=false"]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("lth-train: error: data: ") and message in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no wandb/, no outputs/
+
+
+def test_the_first_batch_checks_leave_the_run_as_it_was(monkeypatch, tmp_path):
+    """check_loaders and check_labels read a batch of each loader: the global RNG (the shuffling's) is restored."""
+    from lth_wandb.data import YourData
+
+    monkeypatch.syspath_prepend(str(USERPKG))
+    dm = YourData(__import__("signals").Signals())
+    dm.setup("fit")
+    model = torch.nn.Sequential(torch.nn.Linear(40, 3), torch.nn.BatchNorm1d(3)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = torch.get_rng_state()
+    dm.check_loaders()
+    dm.check_labels(model)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # BN stats too
 
 
 def test_a_model_given_its_own_sizes_needs_none_from_the_datamodule(monkeypatch, tmp_path):

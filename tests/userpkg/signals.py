@@ -45,3 +45,34 @@ class NoClasses(Signals):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         del self.num_classes
+
+
+class SetupFails(Signals):
+    def setup(self, stage=None):
+        raise RuntimeError("cannot open /data/signals.h5")
+
+
+class EmptyTraining(Signals):
+    """No training sample: a shuffling DataLoader refuses it ("num_samples should be a positive integer")."""
+
+    def setup(self, stage=None):
+        super().setup(stage)
+        self.train = TensorDataset(torch.zeros(0, 40), torch.zeros(0, dtype=torch.long))
+
+
+class EmptyValidation(Signals):
+    """No validation sample: validation would log no val/loss, and each round needs one to pick its best step."""
+
+    def setup(self, stage=None):
+        super().setup(stage)
+        self.val = TensorDataset(torch.zeros(0, 40), torch.zeros(0, dtype=torch.long))
+
+
+class LabelsFrom1(Signals):
+    """Labels 1..3 for 3 classes (counted from 1, a common slip): class 3 has no output."""
+
+    def setup(self, stage=None):
+        super().setup(stage)
+        self.train, self.val, self.test = (
+            TensorDataset(d.tensors[0], d.tensors[1] + 1) for d in (self.train, self.val, self.test)
+        )
