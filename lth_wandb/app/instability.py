@@ -193,13 +193,27 @@ def after_fit(
 ) -> dict[str, Any]:
     """lth-train's step after the main fit (rank 0): :func:`analyse`, log the report to the run's W&B ``logger``
     (when there is one), print it."""
-    report = analyse(cfg, lottery, capture, dm, steps_round0, run_dir)
+    report = saved_report(run_dir)
+    if report is None:
+        report = analyse(cfg, lottery, capture, dm, steps_round0, run_dir)
+    else:  # a resumed run whose analysis had finished: its results stand (the same seeds give the same ones)
+        print(f"instability: the results in {Path(run_dir) / REPORT_FILE}, computed before the run was cut off")
     if logger is not None:
         from lth_wandb.tracking.instability import log_instability
+        from lth_wandb.tracking.run import sent_before
 
-        log_instability(logger.experiment, report)
+        log_instability(logger.experiment, report, sent_before(logger.experiment))
     print_report(report)
     return report
+
+
+def saved_report(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``instability.json``, when an earlier attempt wrote it whole (it is written atomically)."""
+    try:
+        report = json.loads((Path(run_dir) / REPORT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and isinstance(report.get("results"), list) else None
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ _HELD_LOCKS: list = []  # open lock files: the locks last as long as this proces
 RESUMED_SUBDIR = ".hydra-resumed"  # where Hydra records a resumed start
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # Keys a resumed run may change: they decide how the run is shown or fed, not what it computes.
-MAY_CHANGE = ("resume", "trainer.enable_progress_bar", "data.num_workers", "wandb.mode")
+MAY_CHANGE = ("resume", "trainer.enable_progress_bar", "data.num_workers", "wandb.mode", "wandb.dir")
 # Where `resume=last` looks: Hydra's default run and multirun folders.
 RUN_ROOTS = ("outputs/*/*", "multirun/*/*/*")
 _ID_CHARS = string.ascii_lowercase + string.digits
@@ -53,6 +53,7 @@ class RunRecord:
     wandb_run_id: str
     status: str = "running"
     wandb_dir: str | None = None  # the folder holding this run's W&B files, so lth-report finds them from here
+    overrides: list[str] | None = None  # the command line's overrides at the first start (None: older runs)
 
     @classmethod
     def read(cls, folder: str | os.PathLike) -> RunRecord | None:
@@ -61,9 +62,13 @@ class RunRecord:
             return None
         try:
             data = json.loads(path.read_text())
+            overrides = data.get("overrides")
+            if overrides is not None and not _is_overrides(overrides):
+                raise TypeError(f"overrides must be a list of strings, got {overrides!r}")
             return cls(
-                Path(folder), data["config"], data["wandb_run_id"], data.get("status", "running"), data.get("wandb_dir")
-            )
+                Path(folder), data["config"], data["wandb_run_id"], data.get("status", "running"),
+                data.get("wandb_dir"), overrides,
+            )  # fmt: skip
         except (ValueError, KeyError, TypeError) as error:
             raise ResumeError(
                 f"{path} is not a readable run record ({error}). Hint: restore it from a backup, or start a new run"
@@ -71,7 +76,7 @@ class RunRecord:
 
     def write(self) -> None:
         data = {"config": self.config, "wandb_run_id": self.wandb_run_id, "status": self.status}
-        data["wandb_dir"] = self.wandb_dir
+        data.update(wandb_dir=self.wandb_dir, overrides=self.overrides)
         atomic.write_text(self.folder / RUN_FILE, json.dumps(data, indent=2, sort_keys=True, default=str))
 
     def finish(self) -> None:
@@ -79,9 +84,12 @@ class RunRecord:
         self.write()
 
 
-def open_record(folder: Path, config: dict[str, Any], resuming: bool) -> RunRecord:
+def open_record(
+    folder: Path, config: dict[str, Any], resuming: bool, overrides: Sequence[str] = ()
+) -> RunRecord:
     """The run record of ``folder``: the saved one when resuming (its config must match ``config``), else a new
-    one with a fresh W&B run id (the agent's, under ``wandb agent``). Written before W&B starts."""
+    one with a fresh W&B run id (the agent's, under ``wandb agent``) and the command line's ``overrides``, which a
+    resume starts from again. Written before W&B starts."""
     saved = RunRecord.read(folder)
     if global_rank() > 0:  # another DDP rank (Lightning's or srun's): rank 0 owns the record (and W&B)
         return saved or RunRecord(folder, config, "")
@@ -97,7 +105,8 @@ def open_record(folder: Path, config: dict[str, Any], resuming: bool) -> RunReco
     run_id = os.environ.get("WANDB_RUN_ID") or "".join(secrets.choice(_ID_CHARS) for _ in range(8))
     configured = config.get("wandb", {}).get("dir") or os.environ.get("WANDB_DIR") or "."  # as W&B decides it
     wandb_dir = str(Path(configured).resolve() / "wandb")
-    record = RunRecord(folder, config, run_id, wandb_dir=wandb_dir)
+    kept = [o for o in overrides if override_key(o) != "resume"]
+    record = RunRecord(folder, config, run_id, wandb_dir=wandb_dir, overrides=kept)
     record.write()
     return record
 
@@ -168,14 +177,36 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
         print(f"lth-train: the run in {folder} already finished (W&B run {record.wandb_run_id}); nothing to resume.")
         raise SystemExit(0)
     if checkpoint is None:
+        check_nothing_finished(folder)
         print(f"lth-train: {folder} has no checkpoint yet (killed in its first epoch): training it from the start.")
     resume_to = checkpoint if checkpoint is not None else folder
     given = {override_key(a) for a in others}
     saved = [o for o in saved_overrides(folder) if override_key(o) not in given]
+    if record is not None and record.wandb_dir and "wandb.dir" not in given:
+        # The run's W&B files stay where its earlier attempts wrote them, whatever the working directory now:
+        # what those files hold is what the resumed run must not log again.
+        others.append(f"wandb.dir={quote(Path(record.wandb_dir).parent)}")
     # Hydra writes each start's config and overrides; kept apart, .hydra/ stays the run's first command, so a
     # refused override (or a resume's own) never becomes one the next resume inherits.
     hydra = [f"hydra.run.dir={quote(folder)}", f"hydra.output_subdir={RESUMED_SUBDIR}"]
     return [*saved, *others, f"resume={quote(resume_to)}", *hydra]
+
+
+def check_nothing_finished(folder: Path) -> None:
+    """A run folder without ``last.ckpt`` may only be trained again from the start if no round beyond the first
+    finished: a later round cannot end before the first epoch's checkpoint is written, so its files mean the
+    checkpoint was lost (deleted, or never copied with the folder), and training from the start would log the
+    finished rounds into the W&B run a second time."""
+    done = sorted(
+        {int(p.name.split("-")[1].split(".")[0]) for pattern in ("tickets/round-*", "rounds/round-*.safetensors")
+         for p in folder.glob(pattern) if p.name.split("-")[1].split(".")[0].isdigit()}
+    )  # fmt: skip
+    if any(r > 0 for r in done):
+        raise ResumeError(
+            f"{folder} has no {CHECKPOINT}, but rounds {done} finished (their tickets and weights are in the "
+            f"folder): the checkpoint was lost. Hint: restore {folder / CHECKPOINT} from a copy of the run, or "
+            f"start a new run; the finished rounds' tickets stay usable (ticket={folder}/tickets/round-<r>/ticket)"
+        )
 
 
 def run_of_id(argv: Sequence[str]) -> Path | None:
@@ -290,12 +321,26 @@ def _run_files_here() -> list[Path]:
 
 
 def saved_overrides(folder: Path) -> list[str]:
-    """The overrides the run was started with (Hydra's record), less any earlier ``resume=``."""
+    """The overrides the run was started with, less any earlier ``resume=``: from ``run.json``, or, for runs of
+    earlier versions, Hydra's record ``.hydra/overrides.yaml``."""
+    record = RunRecord.read(folder)
+    if record is not None and record.overrides is not None:
+        return [o for o in record.overrides if override_key(o) != "resume"]
     path = folder / ".hydra" / "overrides.yaml"
+    hint = "Hint: give the run's overrides again with resume= (run.json holds its whole config)"
     if not path.is_file():
-        return []
-    overrides = yaml.safe_load(path.read_text()) or []
+        raise ResumeError(f"{path} is missing: it holds the overrides this run was started with. {hint}")
+    try:
+        overrides = yaml.safe_load(path.read_text()) or []
+    except yaml.YAMLError as error:
+        raise ResumeError(f"{path} is not valid YAML ({' '.join(str(error).split())}). {hint}") from None
+    if not _is_overrides(overrides):
+        raise ResumeError(f"{path} is not Hydra's list of overrides. {hint}")
     return [o for o in overrides if override_key(o) != "resume"]
+
+
+def _is_overrides(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(o, str) for o in value)
 
 
 def override_key(override: str) -> str:

@@ -47,6 +47,7 @@ from lth_wandb.app.build import (
 from lth_wandb.app.config import OBJECTIVES, check_known_keys, closest_key
 from lth_wandb.app.quiet import quiet_noise, quiet_srun_hint
 from lth_wandb.app.signals import PREEMPTED, SignalRecorder
+from lth_wandb.app.sweep_values import escape_sweep_values
 from lth_wandb.lottery.arguments import check_target_density, rounds_for
 from lth_wandb.processes import die_with_parent, global_rank, launched_by_lightning
 from lth_wandb.pruning.prune import check_rate
@@ -91,7 +92,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = resume.ckpt_path(cfg.resume)
     if checkpoint is not None and resume.RunRecord.read(output_dir) is None:  # from elsewhere: no saved config
         resume.check_fits(checkpoint, model, lottery.settings.as_dict())
-    record = in_section("resume", resume.open_record, output_dir, _plain(cfg), cfg.resume is not None)
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    record = in_section("resume", resume.open_record, output_dir, _plain(cfg), cfg.resume is not None, overrides)
     # W&B starts at the logger's first use (record_inputs): the callbacks and the Trainer, which check their own
     # settings (retention, precision, strategy, devices...), are built before it.
     logger = in_section("wandb", build_logger, cfg, record.wandb_run_id)
@@ -260,7 +262,8 @@ def main() -> None:
         die_with_parent(os.getppid())
     targets.add_working_directory()  # your own _target_ classes import from here, as under python -m
     try:
-        sys.argv = [sys.argv[0], *resume.expand_argv(controls.expand_argv(sys.argv[1:]))]
+        argv = escape_sweep_values(sys.argv[1:])  # before anything reads them: sweep values are data
+        sys.argv = [sys.argv[0], *resume.expand_argv(controls.expand_argv(argv))]
         refused.remember(sys.argv[1:])
         _app()
     except USER_ERRORS as error:  # composition errors: bad overrides, unknown options, wrong types

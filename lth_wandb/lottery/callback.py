@@ -261,6 +261,10 @@ class LotteryTicket(pl.Callback):
         self._record.epoch_ended(trainer.callback_metrics)
         if self.round == 0 and self._early_bird.fires(trainer, pl_module, lambda: self._would_be_masks(pl_module)):
             self._schedule.end_round0(trainer, trainer.current_epoch + 1)
+        if self.round == 0:
+            # Lightning shows what the early bird just logged only after this hook; kept here, the epoch's metrics
+            # (and the checkpoint a resume starts from) hold this epoch's distance, as the next validation sees it.
+            self._record.epoch_metrics.update(self._early_bird.logged)
         if self._schedule.round_ends(trainer, self.round):
             self._finish_round_once(trainer, pl_module)
 

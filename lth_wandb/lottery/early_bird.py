@@ -55,6 +55,7 @@ class EarlyBird:
             )
         self.rewind = settings.rewind
         self.epoch: int | None = None  # round 0's length in epochs, once the early bird fired
+        self.logged: dict[str, float] = {}  # what the last epoch end logged (the round's metrics include it)
         self._factors: list[nn.Parameter] = []  # the BatchNorm scaling factors, for "channels"
 
     @property
@@ -101,16 +102,20 @@ class EarlyBird:
             return False
         mask = channel_masks(scaling_factors(pl_module), self.ratio) if self.channels else would_be()
         settled = self.detector.update(mask)
+        self.logged = {}
         if self.detector.last_distance is not None:
-            pl_module.log("early_bird/distance", self.detector.last_distance)
+            self.logged["early_bird/distance"] = float(self.detector.last_distance)
         if self.detector.max_distance is not None:
-            pl_module.log("early_bird/max_distance", self.detector.max_distance)
+            self.logged["early_bird/max_distance"] = float(self.detector.max_distance)
+        for key, value in self.logged.items():
+            pl_module.log(key, value)
         # Late rewinding to step k needs round 0 to run past k: the rounds after it restart there.
         past_rewind = not isinstance(self.rewind, int) or trainer.global_step > self.rewind
         # Every rank must end round 0 at the same epoch, whatever rounding did locally.
         if not trainer.strategy.broadcast(settled and past_rewind, src=0):
             return False
         self.epoch = trainer.current_epoch + 1
+        self.logged["early_bird/epoch"] = float(self.epoch)
         pl_module.log("early_bird/epoch", float(self.epoch))
         d = self.detector
         rank_zero_info(

@@ -15,10 +15,22 @@ STABLE = "round/instability_stable"
 PATH_TABLE = "instability/paths"
 PATH_CHART = "instability/path/round-{round}"
 _ROW_KEYS = (INSTABILITY, STEP_K, STABLE)
+# What lth_wandb.tracking.run.sent_before asks the server for: the rows, and the row holding the charts.
+ROW_KEYS = ([ROUND, INSTABILITY, STEP_K], [PATH_TABLE])
+CHARTS_SENT = "instability/charts"
 
 
-def log_instability(run: Any, report: dict[str, Any]) -> None:
-    """Log an instability report (``lth_wandb.app.instability.analyse``'s) to the active W&B ``run``.
+def sent_in(rows: list[dict[str, Any]]) -> set[str]:
+    """What of an instability report earlier processes of a run logged, in ``sent_before``'s terms:
+    ``instability/round-<r>/k-<k>`` per row, and ``instability/charts`` once the table and charts are in."""
+    sent = {f"instability/round-{row[ROUND]}/k-{row[STEP_K]}" for row in rows if INSTABILITY in row and STEP_K in row}
+    return sent | ({CHARTS_SENT} if any(PATH_TABLE in row for row in rows) else set())
+
+
+def log_instability(run: Any, report: dict[str, Any], sent: set[str] = frozenset()) -> None:
+    """Log an instability report (``lth_wandb.app.instability.analyse``'s) to the active W&B ``run``, less what an
+    earlier process of the run already logged (``sent``, from ``sent_before``): a run killed while it logged the
+    report logs each row, table and chart once.
 
     ``report["results"]`` holds one entry per (round, k) with ``round``, ``step``, ``alphas``, ``errors``,
     ``instability`` and ``stable``; ``report["earliest_stable_step"]`` maps each round to its k (or None).
@@ -29,7 +41,16 @@ def log_instability(run: Any, report: dict[str, Any]) -> None:
         run.define_metric(key, step_metric=ROUND)
     results = report["results"]
     for r in results:
+        if f"instability/round-{r['round']}/k-{r['step']}" in sent:
+            continue
         run.log({ROUND: r["round"], INSTABILITY: r["instability"], STEP_K: r["step"], STABLE: int(r["stable"])})
+    if CHARTS_SENT not in sent:
+        _log_charts(run, results)
+    for number, step in report["earliest_stable_step"].items():
+        run.summary[f"instability/round-{number}/earliest_stable_step"] = step
+
+
+def _log_charts(run: Any, results: list[dict[str, Any]]) -> None:
     rows = [[r["round"], r["step"], a, e] for r in results for a, e in zip(r["alphas"], r["errors"], strict=True)]
     charts: dict[str, Any] = {PATH_TABLE: wandb.Table(columns=["round", "step", "alpha", "test_error"], data=rows)}
     for number in sorted({r["round"] for r in results}):
@@ -42,5 +63,3 @@ def log_instability(run: Any, report: dict[str, Any]) -> None:
             xname="alpha",
         )
     run.log(charts)
-    for number, step in report["earliest_stable_step"].items():
-        run.summary[f"instability/round-{number}/earliest_stable_step"] = step

@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from lth_wandb.processes import slurm_job_ending
-from lth_wandb.tracking import ROUND, WANDB_MODES
+from lth_wandb.tracking import ROUND, WANDB_MODES, instability
 
 try:  # wandb's own lookup knows its host aliases (the default host also accepts an api.wandb.ai entry)
     from wandb.sdk.lib.wbauth import read_netrc_auth as _wandb_read_netrc
@@ -190,8 +190,9 @@ def _is_offline(run: Any) -> bool:
 
 
 def sent_before(run: Any) -> set[str]:
-    """What earlier processes of this W&B run wrote to it: ``"round-<r>"`` for a round row and
-    ``"round-<r>/<ticket|model|checkpoint>"`` for an artifact. Empty for a run that is not a resumed one.
+    """What earlier processes of this W&B run wrote to it: ``"round-<r>"`` for a round row,
+    ``"round-<r>/<ticket|model|checkpoint>"`` for an artifact, and the instability analysis' rows and charts (see
+    :func:`lth_wandb.tracking.instability.sent_in`). Empty for a run that is not a resumed one.
 
     A run killed and resumed with the same id must neither lose nor repeat what reached W&B before the kill;
     what reached it is what counts, whatever the checkpoint says. Offline, that is the earlier run files of the
@@ -213,14 +214,15 @@ def sent_before(run: Any) -> set[str]:
             artifacts += [(a.get("name", ""), a.get("aliases", [])) for a in written.artifacts]
     elif getattr(run, "resumed", False):
         earlier = wandb.Api().run(f"{run.entity}/{run.project}/{run.id}")
-        rows = list(earlier.scan_history(keys=[ROUND, "round/density"]))
+        queries = ([ROUND, "round/density"], *instability.ROW_KEYS)
+        rows = [row for keys in queries for row in earlier.scan_history(keys=keys)]
         artifacts = [(a.name.split(":")[0], a.aliases) for a in earlier.logged_artifacts()]
     else:
         return set()
     sent = {f"round-{row[ROUND]}" for row in rows if "round/density" in row and ROUND in row}
     for name, aliases in artifacts:
         sent |= {f"{alias}/{name.split('-')[0]}" for alias in aliases if alias.startswith("round-")}
-    return sent
+    return sent | instability.sent_in(rows)
 
 
 def mark_preempting_if_requeued(certain: bool = False) -> None:
