@@ -49,6 +49,7 @@ from lth_wandb.app.quiet import quiet_noise, quiet_srun_hint
 from lth_wandb.app.signals import PREEMPTED, SignalRecorder
 from lth_wandb.app.sweep_values import escape_sweep_values
 from lth_wandb.lottery.arguments import check_target_density, rounds_for
+from lth_wandb.lottery.finite import NonFiniteLoss
 from lth_wandb.processes import die_with_parent, global_rank, launched_by_lightning
 from lth_wandb.pruning.prune import check_rate
 
@@ -116,13 +117,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             if capture is not None:  # 2 trainings per (round, k), after the rounds (lth_wandb/app/instability.py)
                 instability.after_fit(cfg, lottery, capture, dm, steps_round0, output_dir, logger)
             record.finish()
-    except BaseException:
+    except BaseException as error:
         if signals.received in (signal.SIGTERM, PREEMPTED):
             # Under a W&B sweep: the server requeues a preempted run for an agent to resume.
             preempting(certain=signals.received == PREEMPTED)
         finish(exit_code=signals.exit_code or 1)  # the W&B run is marked failed; the error goes on to main()
         why = f"{signal.Signals(signals.received).name}; " if signals.received else ""
-        print(f"lth-train: {why}continue this run with: lth-train {resume.shell_override(output_dir)}", file=sys.stderr)
+        if getattr(error, "resumable", True):  # a NaN loss says itself that a resume would reach it again
+            again = f"continue this run with: lth-train {resume.shell_override(output_dir)}"
+            print(f"lth-train: {why}{again}", file=sys.stderr)
         if signals.received:  # Lightning ends a SIGTERM-stopped fit with exit code 0 (or 1 for Ctrl+C)
             raise SystemExit(signals.exit_code) from None
         raise
@@ -207,6 +210,8 @@ def _app(cfg: DictConfig) -> Any:
         if error.errno not in DISK_FULL:
             raise
         _exit_with(error, code=1, what="disk full")
+    except NonFiniteLoss as error:  # the run's own numbers went wrong, not the command: exit 1, in one line
+        _exit_with(error, code=1, what="stopped")
 
 
 def _processes(cfg: DictConfig) -> int | None:

@@ -26,6 +26,7 @@ from torch import nn
 from lth_wandb.lottery import guards, init_masks
 from lth_wandb.lottery.arguments import load_mask_sequence, load_ticket_arg
 from lth_wandb.lottery.early_bird import EarlyBird
+from lth_wandb.lottery.finite import StopOnNonFiniteLoss
 from lth_wandb.lottery.history import RoundHistory, winning_round
 from lth_wandb.lottery.rewind import RoundStates, fresh_values, masked
 from lth_wandb.lottery.rng import rng_state, set_rng_state
@@ -39,7 +40,7 @@ from lth_wandb.pruning.ticket import Ticket, check_compatible
 STATE_VERSION = 1
 
 
-class LotteryTicket(pl.Callback):
+class LotteryTicket(StopOnNonFiniteLoss, pl.Callback):
     """Find lottery tickets with iterative magnitude pruning (Frankle & Carbin, 2019).
 
     The arguments are :class:`~lth_wandb.lottery.settings.PruningSettings`' fields, documented there, except:
@@ -258,6 +259,7 @@ class LotteryTicket(pl.Callback):
         self._record.observe(trainer.callback_metrics, trainer.global_step)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check_loss(trainer, self.round)  # a NaN loss stops the run before its epoch is recorded or pruned
         self._record.epoch_ended(trainer.callback_metrics)
         if self.round == 0 and self._early_bird.fires(trainer, pl_module, lambda: self._would_be_masks(pl_module)):
             self._schedule.end_round0(trainer, trainer.current_epoch + 1)
@@ -352,6 +354,7 @@ class LotteryTicket(pl.Callback):
         return prune(self._scores(pl_module, 1), self.masks, self.prune_rate, self.scope, self.layer_rates)
 
     def _finish_round_once(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check_loss(trainer, self.round)
         if not self._record.has(self.round):
             self._states.record_trained(self.round, pl_module)
             self._record.finish(self.round, self.masks, trainer.global_step, trainer.current_epoch + 1)

@@ -76,3 +76,14 @@ class LabelsFrom1(Signals):
         self.train, self.val, self.test = (
             TensorDataset(d.tensors[0], d.tensors[1] + 1) for d in (self.train, self.val, self.test)
         )
+
+
+class NaNInputs(Signals):
+    """One training input is all NaN (a corrupt sample): its batch's loss is NaN, and so are the weights after."""
+
+    def setup(self, stage=None):
+        super().setup(stage)
+        x, y = self.train.tensors
+        x = x.clone()
+        x[7] = float("nan")
+        self.train = TensorDataset(x, y)
