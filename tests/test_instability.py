@@ -217,6 +217,8 @@ def test_the_section_refuses_the_reinit_control_and_is_off_by_default():
     assert app.capture_for(section(steps=7), LotteryTicket(rounds=2), 22).steps == [7]  # one step, as sweeps set it
     with pytest.raises(ValueError, match=r"steps=\['7'\] must be a non-empty list"):
         app.capture_for(section(steps="7"), LotteryTicket(rounds=2), 22)
+    with pytest.raises(ValueError, match=r"steps=\[0.5\] must be a non-empty list"):
+        app.capture_for(section(steps=0.5), LotteryTicket(rounds=2), 22)
     assert app.rounds_to_analyse(None, 2) == [0, 1, 2]
 
 

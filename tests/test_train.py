@@ -269,6 +269,8 @@ def test_failure_during_training_marks_the_run_failed(tmp_path):
         (["trainer.log_every_n_steps=-1"], "trainer.log_every_n_steps=-1 must be >= 1"),
         (["wandb.retention=bogus"], "wandb: retention='bogus' is not one of ['all', 'winning_latest']"),
         (["wandb.artifact_ttl_days=-1"], "wandb: ttl_days=-1 must be a whole number of days >= 1"),
+        (["instability=lmc", "instability.steps=0.5"], "instability: steps=[0.5] must be a non-empty list of "
+         "optimizer steps (ints >= 0). Hint: [0]"),  # was: 'float' object is not iterable
     ],
 )
 def test_user_mistakes_fail_in_one_line_before_wandb_starts(monkeypatch, tmp_path, capsys, args, message):

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from lth_wandb import atomic
 from lth_wandb.analysis import instability as lmc
@@ -91,7 +91,8 @@ def steps_for(section: DictConfig, lottery: LotteryTicket) -> list[int]:
             f"protocol={protocol!r} is not one of {list(PROTOCOLS)}. Hint: 'run' measures every k with this run's "
             "masks; 'paper' measures k = pruning.rewind with the masks IMP found rewinding to k (Frankle et al. 2020)"
         )
-    one = isinstance(given, (int, str))  # one step, as a sweep sets it (a str is refused by check_steps)
+    # One step, as a sweep sets it: whatever it is (0.5, a word), check_steps names it as a bad step.
+    one = not isinstance(given, (ListConfig, list, tuple))
     steps = None if given is None else check_steps([given] if one else list(given))
     if protocol == "run":
         return steps or [0]
