@@ -164,3 +164,17 @@ def test_an_older_run_without_its_overrides_says_which_file_and_what_to_do(tmp_p
     refused = done(lth_train(tmp_path, f"resume={folder}"))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert str(overrides) in refused.stderr and "Hint: give the run's overrides again" in refused.stderr
+
+
+def test_a_changed_round_file_is_found_before_wandb_starts(tmp_path):
+    killed = done(lth_train(tmp_path, "pruning.rounds=2", "pruning.epochs_per_round=1",
+                            fault="replace:*/checkpoints/last.ckpt:2"))  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL
+    round_file = run_folder(tmp_path) / "rounds" / "round-0.safetensors"
+    round_file.write_bytes(round_file.read_bytes() + b"\0")
+    files = sorted(p.name for p in (tmp_path / "wandb").iterdir())
+    refused = done(lth_train(tmp_path, f"resume={run_folder(tmp_path)}"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"{round_file} changed after it was written" in refused.stderr and "Hint: " in refused.stderr
+    assert "continue this run with" not in refused.stderr  # it cannot, as it is
+    assert sorted(p.name for p in (tmp_path / "wandb").iterdir()) == files  # no W&B attempt

@@ -17,7 +17,6 @@ import os
 import secrets
 import socket
 import string
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,22 +25,18 @@ from typing import Any
 import yaml
 
 from lth_wandb import atomic
+from lth_wandb.app.checkpoints import CHECKPOINT, ResumeError, check_checkpoint
 from lth_wandb.processes import global_rank, launched_by_lightning
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"  # held (flock) by the process that trains the run folder
 _HELD_LOCKS: list = []  # open lock files: the locks last as long as this process
 RESUMED_SUBDIR = ".hydra-resumed"  # where Hydra records a resumed start
-CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # Keys a resumed run may change: they decide how the run is shown or fed, not what it computes.
 MAY_CHANGE = ("resume", "trainer.enable_progress_bar", "data.num_workers", "wandb.mode", "wandb.dir")
 # Where `resume=last` looks: Hydra's default run and multirun folders.
 RUN_ROOTS = ("outputs/*/*", "multirun/*/*/*")
 _ID_CHARS = string.ascii_lowercase + string.digits
-
-
-class ResumeError(ValueError):
-    """A resume request that cannot be honoured; the message says why and what to do."""
 
 
 @dataclass
@@ -252,61 +247,6 @@ def locate(ref: str) -> tuple[Path | None, Path | None]:
     return (folder if path.parent.name == CHECKPOINT.parent.name and (folder / RUN_FILE).is_file() else None), path
 
 
-def check_checkpoint(path: Path) -> Path:
-    """Refuse a file that is not a whole ``torch.save`` archive (wrong file, or cut short) before W&B starts."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            pickles = [name for name in archive.namelist() if name.endswith("/data.pkl")]
-            # Lightning's own key, read from the pickle's bytes: nothing is unpickled to check it.
-            ok = bool(pickles) and b"pytorch-lightning_version" in archive.read(pickles[0])
-    except (zipfile.BadZipFile, OSError):
-        ok = False
-    if not ok:
-        raise ResumeError(
-            f"resume={path} is not a Lightning checkpoint (not a complete torch.save archive of one). Hint: pass "
-            f"outputs/<date>/<time>/{CHECKPOINT}"
-        )
-    return path
-
-
-def check_fits(path: str, model: Any, settings: Mapping[str, Any]) -> None:
-    """The checkpoint must hold this model's tensors and LotteryTicket's state with these ``settings``: checked
-    before W&B starts, where Lightning would find out after it, with a traceback. Matters for a checkpoint from
-    elsewhere; a run's own checkpoint matches its saved config."""
-    import pickle
-
-    import torch
-
-    try:  # tensors and plain values only, as Lightning's own load (torch's default): unpickling can run code
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ResumeError(
-            f"resume={path} holds objects other than tensors and plain values, which torch loads only with "
-            "weights_only=False. Hint: resume a checkpoint lth-train wrote, or load one you trust in your own Trainer"
-        ) from None
-    ours = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    theirs = {name: tuple(t.shape) for name, t in state.get("state_dict", {}).items()}
-    differ = sorted(name for name in ours.keys() | theirs.keys() if ours.get(name) != theirs.get(name))
-    if differ:
-        shown = ", ".join(f"{n} {theirs.get(n, 'missing')} vs {ours.get(n, 'missing')}" for n in differ[:3])
-        raise ResumeError(
-            f"resume={path} holds another model's weights ({shown}: checkpoint vs this run). Hint: resume with "
-            "the model and data it was trained with (the overrides of the run that wrote it)"
-        )
-    from lth_wandb.lottery.guards import check_same_settings
-
-    lottery = [v for key, v in state.get("callbacks", {}).items() if key.split("{")[0] == "LotteryTicket"]
-    try:
-        if not lottery:
-            raise ValueError("it holds no LotteryTicket state")
-        check_same_settings(settings, lottery[0].get("settings", {}))
-    except ValueError as error:
-        raise ResumeError(
-            f"resume={path}: {str(error).split(' Hint:')[0]} Hint: resume with the pruning settings it was trained "
-            "with (the overrides of the run that wrote it)"
-        ) from None  # the message above is the cause's, with the app's hint
-
-
 def newest_run() -> Path:
     """The most recently written run folder under ``./outputs`` or ``./multirun``."""
     records = _run_files_here()
@@ -375,16 +315,3 @@ def quote(path: Path | str) -> str:
     """A path as a Hydra override value: quoted, so spaces and `=` survive the override parser."""
     text = os.fspath(path)
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def ckpt_path(value: str | None) -> str | None:
-    """The checkpoint ``trainer.fit`` resumes from for a (expanded) ``resume=`` value; None trains from the start."""
-    if value is None:
-        return None
-    path = Path(os.path.expanduser(value))
-    if path.is_dir():
-        path = path / CHECKPOINT
-        return str(check_checkpoint(path)) if path.exists() else None
-    if not path.exists():
-        raise ResumeError(f"resume={value}: no such file. Hint: resume=outputs/<date>/<time>/{CHECKPOINT}")
-    return str(check_checkpoint(path))

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import lth_wandb
-from lth_wandb.app import controls, instability, refused, resume, targets
+from lth_wandb.app import checkpoints, controls, instability, refused, resume, targets
 from lth_wandb.app.build import (
     build_datamodule,
     build_logger,
@@ -90,9 +90,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     steps_round0 = lottery.steps_per_round or steps_per_epoch * lottery.epochs_per_round
     in_section("pruning", lottery.check_rewind_step, steps_round0)
     capture = in_section("instability", instability.capture_for, cfg, lottery, steps_round0)
-    checkpoint = resume.ckpt_path(cfg.resume)
+    checkpoint = checkpoints.ckpt_path(cfg.resume)
     if checkpoint is not None and resume.RunRecord.read(output_dir) is None:  # from elsewhere: no saved config
-        resume.check_fits(checkpoint, model, lottery.settings.as_dict())
+        checkpoints.check_fits(checkpoint, model, lottery.settings.as_dict())
+    if checkpoint is not None:
+        checkpoints.check_rounds(checkpoint, output_dir / "rounds")
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     record = in_section("resume", resume.open_record, output_dir, _plain(cfg), cfg.resume is not None, overrides)
     # W&B starts at the logger's first use (record_inputs): the callbacks and the Trainer, which check their own

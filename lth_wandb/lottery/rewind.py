@@ -173,6 +173,13 @@ class RoundMasks(MutableMapping):
         return len(self._packed)
 
 
+def check_spilled(trained_files: Mapping[int, Mapping[str, str]], spill_dir: Path) -> None:
+    """Read back every finished round's weight file a checkpoint refers to (``trained_files``) from ``spill_dir``,
+    as a resume will; raises on the first that is missing, not a regular file or changed (see ``_read_spilled``)."""
+    for round, entry in sorted(trained_files.items()):
+        _read_spilled(str(Path(spill_dir) / Path(entry["file"]).name), entry["sha256"], round)
+
+
 def _read_spilled(file: str, sha256: str, round: int) -> StateDict:
     """A finished round's trained weights, read back as untrusted bytes: a regular file in its folder, whose
     SHA-256 is the one recorded when it was written."""
