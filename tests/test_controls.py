@@ -65,3 +65,18 @@ def test_controls_need_a_finished_imp_run(imp_run, tmp_path, target, message):
         target = str(control)
     result = lth_train(cwd, f"controls={target}", tiny=())
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_controls_of_a_run_analysed_for_instability_leave_the_analysis_out(tmp_path):
+    """The IMP run's instability=lmc is not inherited: the reinit control refuses it, which stopped the multirun
+    before either control trained. Controls are about masks; both train."""
+    imp = lth_train(tmp_path, "pruning.rounds=1", "instability=lmc", "instability.steps=[0]")
+    assert imp.returncode == 0, imp.stderr[-3000:]
+    (folder,) = tmp_path.glob("outputs/*/*")
+    result = lth_train(tmp_path, f"controls={folder}", tiny=())
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {read_run(p).config["pruning"]["control"]: read_run(p) for p in find_runs(tmp_path / "wandb")}
+    assert set(runs) == {None, "reinit", "random_mask"}
+    assert [runs[c].config["instability"]["enabled"] for c in (None, "reinit", "random_mask")] == [True, False, False]
+    assert all(runs[c].state == "finished" for c in runs)

@@ -85,3 +85,24 @@ def test_a_round_file_linked_to_dev_zero_is_refused_and_its_hint_restores_it(kil
     done = lth_train(tmp_path, f"resume={folder}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert RunRecord.read(folder).status == "finished"
+
+
+@pytest.mark.slow
+def test_a_control_whose_imp_run_moved_names_it_and_resumes_once_linked_back(killed, tmp_path):
+    """A control trains the IMP run's masks from ``pruning.masks_from``, a setting a resume may not change: when
+    that folder has moved, the error says so (not a wrong path pattern), and its hint (a link) is what resumes."""
+    imp = Path(shutil.copytree(killed, tmp_path / "imp", symlinks=True))
+    control = ("pruning.control=random_mask", f"pruning.masks_from={imp}", "pruning.rounds=1")
+    done = lth_train(tmp_path, *RUN, *control, fault="replace:*/checkpoints/last.ckpt:1")
+    assert done.returncode == -9, done.stderr[-3000:]
+    (job,) = tmp_path.glob("outputs/*/*")
+    moved = imp.rename(tmp_path / "moved")
+    done = lth_train(tmp_path, f"resume={job}")
+    assert done.returncode == 2, done.stderr[-3000:]
+    line = error_line(done)
+    assert f"masks_from='{imp}' does not exist: it is the run folder whose tickets" in line
+    (link,) = re.findall(r"\(ln -s <where it is now> (\S+)\)", line)
+    Path(link).symlink_to(moved)
+    done = lth_train(tmp_path, f"resume={job}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert RunRecord.read(job).status == "finished"

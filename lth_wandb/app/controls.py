@@ -59,10 +59,16 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
     given = {override_key(a) for a in others}
     controls = {"pruning.masks_from": quote(folder.resolve()), "pruning.control": ",".join(wanted),
                 "wandb.group": f"controls-of-{record.wandb_run_id}"}  # fmt: skip
-    # A control's masks are IMP's, not a ticket of its own: the IMP run's registry link is not inherited.
+    # A control's masks are IMP's, not a ticket of its own: the IMP run's registry link is not inherited. Nor is its
+    # instability analysis: controls are about masks, and the reinit control cannot be analysed (lth-train refuses it).
     dropped = given | set(controls) | {"wandb.registry"}
-    inherited = [o for o in saved_overrides(folder) if override_key(o) not in dropped]
+    inherited = [o for o in saved_overrides(folder) if override_key(o) not in dropped and not _instability(o)]
     return ["-m", *inherited, *others, *(f"{key}={value}" for key, value in controls.items())]
+
+
+def _instability(override: str) -> bool:
+    key = override_key(override)
+    return key == "instability" or key.startswith("instability.")
 
 
 def fetch_wandb_run(path: str) -> Path:

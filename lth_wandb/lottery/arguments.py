@@ -126,6 +126,13 @@ def load_mask_sequence(masks_from: Any, rounds: int) -> list[dict]:
         return []
     if isinstance(masks_from, (str, PathLike)):
         folder = Path(masks_from).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"masks_from={str(masks_from)!r} does not exist: it is the run folder whose tickets "
+                "(tickets/round-<r>/ticket) this run trains, moved or deleted since. Hint: a run that resumes needs "
+                f"it at that path: move it back, or link it there (ln -s <where it is now> {folder}); a new run can "
+                "name its new place"
+            )
         folder = folder / "tickets" if (folder / "tickets").is_dir() else folder
         missing = [r for r in range(1, rounds + 1) if not (folder / f"round-{r}" / "ticket").is_dir()]
         if missing:
