@@ -423,6 +423,22 @@ def test_a_kill_mid_write_leaves_the_previous_sweep_json_and_csv(tmp_path, kille
     assert [r["run_id"] for r in rows] == ["r0", "r1", "r2"]  # the table as it was before
 
 
+def test_a_full_disk_writing_sweep_json_is_one_line(tmp_path):
+    """lth-sweep itself on a full disk (injected by tests/faults at sweep.json's first write, before any run)."""
+    env = subprocess_env(LTH_FAULT="enospc:*/.sweep.json.*.tmp:1", PYTHONPATH=str(FAULTS))
+    command = [sys.executable, "-m", "lth_wandb.sweeps.cli", str(ROOT / "sweeps" / "controls_grid.yaml"), "--dir",
+               str(tmp_path / "sweep")]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("lth-sweep: disk full: [Errno 28] No space left on device: ")
+    assert line.endswith(
+        f"{tmp_path / 'sweep' / 'sweep.json'} was not written. Hint: free some space (or raise the quota), then run "
+        "the same lth-sweep command again to continue"
+    )
+    assert not (tmp_path / "sweep" / "sweep.json").exists() and not list(tmp_path.glob("sweep/.sweep.json.*"))
+
+
 def test_sweep_dir_holds_one_sweep_and_one_runner(tmp_path):
     with SweepRecord.open(tmp_path, GRID, "a.yaml") as record:
         with pytest.raises(ValueError, match="another lth-sweep is running in"):

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from lth_wandb import atomic
 from lth_wandb.sweeps import agent
 from lth_wandb.sweeps.launchers import LAUNCHERS
 from lth_wandb.sweeps.leaderboard import SweepRecord, print_leaderboard, rank, write_results
@@ -164,6 +165,16 @@ def main(argv: list[str] | None = None) -> None:
             print_leaderboard(record, rank(record))
     except (ValueError, FileNotFoundError) as error:
         parser.exit(2, f"lth-sweep: error: {error}\n")
+    except OSError as error:
+        if error.errno not in atomic.DISK_FULL:
+            raise
+        kept = directory / SweepRecord.FILE
+        state = f"{kept} holds the sweep as last written whole" if kept.is_file() else f"{kept} was not written"
+        parser.exit(
+            1,
+            f"lth-sweep: disk full: {error}. {state}. Hint: free some space (or raise the quota), then run the same "
+            "lth-sweep command again to continue\n",
+        )
     sys.exit(code)
 
 
