@@ -73,3 +73,10 @@ def test_wandb_mode_disabled_trains_and_writes_no_wandb_files(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((run_folder(tmp_path) / "run.json").read_text())["status"] == "finished"
     assert not list(tmp_path.rglob("*.wandb"))
+
+
+@pytest.mark.slow
+def test_ddp_validates_every_n_steps_of_each_ranks_share_of_an_epoch(tmp_path):
+    """Each rank trains on 1/world of the samples: the validation interval is clamped to that share's batches."""
+    run = lth_train_ddp(tmp_path, *DDP, "pruning.rounds=0", "data.batch_size=200", "trainer.val_every_n_steps=5")
+    assert run.returncode == 0, run.stderr[-3000:]

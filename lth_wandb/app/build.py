@@ -8,6 +8,7 @@ which ``lth-train --cfg job``, ``--help`` and a misspelt override should not wai
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import shutil
 from dataclasses import fields
@@ -190,9 +191,15 @@ def build_lottery(cfg: DictConfig, ticket=None, spill_dir: Path | None = None) -
 
 
 def steps_per_epoch_of(cfg: DictConfig, dm: pl.LightningDataModule) -> int:
-    """Optimizer steps per epoch: the training loader's batches, less ``trainer.limit_train_batches``."""
+    """Optimizer steps per epoch: the training loader's batches on each process (DDP's sampler gives each rank
+    1/world of the samples), less ``trainer.limit_train_batches``."""
     t = cfg.trainer
-    batches = len(dm.train_dataloader())
+    loader = dm.train_dataloader()
+    batches = len(loader)
+    world = process_count(t) or 1
+    if world > 1 and loader.batch_size:
+        per_rank = math.ceil(len(loader.dataset) / world)  # DistributedSampler pads to equal shares
+        batches = per_rank // loader.batch_size if loader.drop_last else math.ceil(per_rank / loader.batch_size)
     limit = t.limit_train_batches
     if limit is None:
         return batches

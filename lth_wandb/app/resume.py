@@ -26,6 +26,7 @@ import yaml
 
 from lth_wandb import atomic
 from lth_wandb.app.checkpoints import CHECKPOINT, ResumeError, check_checkpoint
+from lth_wandb.app.config import DEFAULT_PROJECT
 from lth_wandb.processes import global_rank, launched_by_lightning
 
 RUN_FILE = "run.json"
@@ -34,6 +35,8 @@ _HELD_LOCKS: list = []  # open lock files: the locks last as long as this proces
 RESUMED_SUBDIR = ".hydra-resumed"  # where Hydra records a resumed start
 # Keys a resumed run may change: they decide how the run is shown or fed, not what it computes.
 MAY_CHANGE = ("resume", "trainer.enable_progress_bar", "data.num_workers", "wandb.mode", "wandb.dir")
+# Settings whose default became null (so WANDB_* variables apply): a run saved with the old default resumes.
+FORMER_DEFAULTS = {"wandb.project": DEFAULT_PROJECT, "wandb.tags": []}
 # Where `resume=last` looks: Hydra's default run and multirun folders.
 RUN_ROOTS = ("outputs/*/*", "multirun/*/*/*")
 _ID_CHARS = string.ascii_lowercase + string.digits
@@ -49,6 +52,7 @@ class RunRecord:
     status: str = "running"
     wandb_dir: str | None = None  # the folder holding this run's W&B files, so lth-report finds them from here
     overrides: list[str] | None = None  # the command line's overrides at the first start (None: older runs)
+    wandb_project: str | None = None  # the W&B project the run went to, however it was decided
 
     @classmethod
     def read(cls, folder: str | os.PathLike) -> RunRecord | None:
@@ -62,7 +66,7 @@ class RunRecord:
                 raise TypeError(f"overrides must be a list of strings, got {overrides!r}")
             return cls(
                 Path(folder), data["config"], data["wandb_run_id"], data.get("status", "running"),
-                data.get("wandb_dir"), overrides,
+                data.get("wandb_dir"), overrides, data.get("wandb_project"),
             )  # fmt: skip
         except (ValueError, KeyError, TypeError) as error:
             raise ResumeError(
@@ -71,7 +75,7 @@ class RunRecord:
 
     def write(self) -> None:
         data = {"config": self.config, "wandb_run_id": self.wandb_run_id, "status": self.status}
-        data.update(wandb_dir=self.wandb_dir, overrides=self.overrides)
+        data.update(wandb_dir=self.wandb_dir, overrides=self.overrides, wandb_project=self.wandb_project)
         atomic.write_text(self.folder / RUN_FILE, json.dumps(data, indent=2, sort_keys=True, default=str))
 
     def finish(self) -> None:
@@ -101,7 +105,8 @@ def open_record(
     configured = config.get("wandb", {}).get("dir") or os.environ.get("WANDB_DIR") or "."  # as W&B decides it
     wandb_dir = str(Path(configured).resolve() / "wandb")
     kept = [o for o in overrides if override_key(o) != "resume"]
-    record = RunRecord(folder, config, run_id, wandb_dir=wandb_dir, overrides=kept)
+    project = config.get("wandb", {}).get("project") or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+    record = RunRecord(folder, config, run_id, wandb_dir=wandb_dir, overrides=kept, wandb_project=project)
     record.write()
     return record
 
@@ -133,6 +138,8 @@ def check_unchanged(saved: Mapping[str, Any], current: Mapping[str, Any]) -> Non
     for key in sorted(old.keys() | new.keys()):
         if key.startswith(MAY_CHANGE) or old.get(key) == new.get(key):
             continue
+        if key in FORMER_DEFAULTS and new.get(key) is None and old.get(key) == FORMER_DEFAULTS[key]:
+            continue  # a run from before these defaults became null (W&B's own variables): the same setting
         raise ResumeError(
             f"{key}={new.get(key)!r} differs from the run being resumed ({key}={old.get(key)!r}); a resumed run "
             "keeps the settings its checkpoint was trained with. Hint: drop that override, or start a new run "
@@ -181,6 +188,8 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
         # The run's W&B files stay where its earlier attempts wrote them, whatever the working directory now:
         # what those files hold is what the resumed run must not log again.
         others.append(f"wandb.dir={quote(Path(record.wandb_dir).parent)}")
+    if record is not None and record.wandb_project and not record.config.get("wandb", {}).get("project"):
+        os.environ["WANDB_PROJECT"] = record.wandb_project  # the project WANDB_PROJECT (or the default) gave it
     # Hydra writes each start's config and overrides; kept apart, .hydra/ stays the run's first command, so a
     # refused override (or a resume's own) never becomes one the next resume inherits.
     hydra = [f"hydra.run.dir={quote(folder)}", f"hydra.output_subdir={RESUMED_SUBDIR}"]
