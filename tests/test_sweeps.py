@@ -241,7 +241,9 @@ def test_lth_sweep_grid_with_count_then_resume(tmp_path, capsys):
     first = json.loads((out / "sweep.json").read_text())
     assert [r["state"] for r in first["runs"]] == ["finished", "finished"]
     assert sorted(r["params"]["seed"] for r in first["runs"]) == [0, 1]
-    assert "Sweep " + first["sweep_id"] in capsys.readouterr().out  # the leaderboard table
+    said = capsys.readouterr().out
+    assert "Sweep " + first["sweep_id"] in said  # the leaderboard table
+    assert "--count 2 covers 2 of the grid's 3 points" in said  # a partial grid says so
     for record in first["runs"]:
         run = read_run(out / record["wandb_run"])
         assert run.state == "finished" and run.run_id == record["run_id"]
@@ -578,3 +580,12 @@ def test_lth_sweep_takes_overrides_for_every_run_and_keeps_them(tmp_path, capsys
     assert "seed is a parameter the sweep varies" in capsys.readouterr().err
     assert lth_sweep(path, "pruning.prune_rat=0.3", "--dir", tmp_path / "typo") == 2  # composed once, up front
     assert "did you mean pruning.prune_rate?" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+
+
+def test_lth_sweep_takes_overrides_after_its_options_and_says_its_version(tmp_path, capsys):
+    path = write_sweep(tmp_path, tiny(GRID))
+    # An override after the options is read as one (argparse's intermixed parsing): its typo is caught as such.
+    assert lth_sweep(path, "--count", 1, "--dir", tmp_path / "out", "pruning.prune_rat=0.3") == 2
+    assert "pruning.prune_rat=0.3" in capsys.readouterr().err
+    assert lth_sweep("--version") == 0
+    assert capsys.readouterr().out.startswith("lth-sweep ")
