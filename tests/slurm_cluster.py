@@ -18,8 +18,9 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from waiting import wait_for
 
 DAEMONS = ("slurmctld", "slurmd", "munged")
 
@@ -111,13 +112,7 @@ class SlurmCluster:
         return self.run("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T", check=False).stdout.strip()
 
     def wait_for(self, condition, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            time.sleep(0.2)
-        raise TimeoutError(f"SLURM test cluster: timed out after {timeout} s waiting for {what} ({self.logs()})")
+        return wait_for(condition, timeout, f"{what} (SLURM's logs: {self.logs()})", every=0.2)
 
     def logs(self) -> str:
         return ", ".join(str(p) for p in sorted(self.folder.glob("*.log")))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import subprocess_env
 from test_resume import FAULTS, run_folder, tickets
+from waiting import wait_for
 from wandb_files import round_rows, written_runs
 
 pytestmark = pytest.mark.slow
@@ -45,13 +46,6 @@ def instability_rows(where: Path) -> list[tuple[int, int]]:
 
 def path_tables(where: Path) -> int:
     return sum("instability/paths" in row for run in written_runs(where) for row in run.history)
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_killed_while_the_instability_results_are_logged_resumes_logging_each_row_once(tmp_path):

@@ -11,12 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import subprocess_env
+from waiting import wait_for
 from wandb_files import round_rows
 
 from lth_wandb.report.sources import collect_offline
@@ -56,16 +56,6 @@ def processes_under(root: Path, exclude: set[int] = frozenset()) -> dict[int, st
         if any(root_text in (t.decode(errors="replace") if isinstance(t, bytes) else t) for t in texts):
             found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     return found
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def both_runs_started(out: Path, sweep_pid: int) -> dict[int, str] | None:
