@@ -104,6 +104,7 @@ def test_each_run_is_a_slurm_job_with_its_id_recorded_and_no_gpu_asked(cluster, 
         assert not any("--gpus" in line or "--gres" in line for line in asks), asks  # a CPU partition takes it
         assert f"export WANDB_RUN_ID={run['run_id']}" in script
     assert "Sweep" in text and text.count("finished ticket/winning_density") == 2
+    assert "sacct" not in text  # the test cluster has no accounting, and lth-sweep needs none
     assert_one_clean_wandb_run_per_run(tmp_path / "out")
 
 
