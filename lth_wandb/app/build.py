@@ -59,12 +59,8 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     if cfg.data.get("_target_"):
         dm = YourData(build_your_datamodule(cfg))
         dm.setup("fit")
-        dm.check_loaders()  # a first batch of each is cheap; an empty or failing loader would fail mid-run
-        if cfg.instability.enabled and not dm.has_test:
-            raise ValueError(
-                f"instability.enabled=true measures test error, but {dm.name} has no test_dataloader(). Hint: give "
-                f"{dm.name} a test_dataloader(), or instability.enabled=false"
-            )
+        # A first batch of each loader is cheap; an empty or failing one would fail mid-run (or after all of it).
+        dm.check_loaders(test_needed_by="instability.enabled" if cfg.instability.enabled else None)
         return dm
     data = cfg.data
     val_size = data.val_size
@@ -123,13 +119,11 @@ def build_model(cfg: DictConfig, dm: pl.LightningDataModule) -> pl.LightningModu
     """The network of ``cfg.model`` as a LightningModule: a plain ``nn.Module`` is wrapped in ``Classifier``."""
     import pytorch_lightning as pl
 
-    from lth_wandb.data import YourData
-
     net = in_section("model", build_net, cfg, dm)
     if isinstance(net, pl.LightningModule):
         return net  # a user's own module brings its own optimizer, loss and labels
     model = in_section("optimizer", build_classifier, cfg, net)
-    if isinstance(dm, YourData):  # lth-train's classifier trains on your labels: they must be its classes
+    if hasattr(dm, "check_labels"):  # your DataModule (YourData): the classifier's classes must hold its labels
         in_section("data", dm.check_labels, model)
     return model
 

@@ -84,14 +84,20 @@ class YourData(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self._call("setup", stage)
 
-    def check_loaders(self) -> None:
+    def check_loaders(self, test_needed_by: str | None = None) -> None:
         """Refuse now, in one line naming the DataModule, what would fail once training has started: a loader
-        hook that raises or yields no batch. Reads one batch of each loader; the global RNG (which a shuffling
-        loader draws from) is left as it was, so the run is the same.
+        hook that raises or yields no batch, or no test data for the setting ``test_needed_by`` (which measures
+        test error). Reads one batch of each loader; the global RNG (which a shuffling loader draws from) is left
+        as it was, so the run is the same.
 
         Raises:
             ValueError: naming the hook, what is wrong and a hint.
         """
+        if test_needed_by and not self.has_test:
+            raise ValueError(
+                f"{test_needed_by}=true measures test error, but {self.name} has no test_dataloader(). Hint: give "
+                f"{self.name} a test_dataloader(), or {test_needed_by}=false"
+            )
         with torch.random.fork_rng(devices=[]):
             for hook in self._hooks():
                 self._first_batch(hook)
