@@ -1,4 +1,5 @@
 # Everything a newcomer needs: `make demo` (install + run lth-train offline) and `make test` (install + tests).
+# `make docs` builds the docs site into site/.
 # TORCH_SPEC pins the CPU wheel that CI machines carry on disk; elsewhere use e.g. `make test TORCH_SPEC=torch`.
 # `make test-oldest` runs the version-sensitive tests again in a second venv with the oldest releases we admit.
 PYTHON ?= python3
@@ -18,7 +19,7 @@ OLDEST_TESTS = tests/test_tracking.py tests/test_artifacts.py tests/test_train.p
 OLDEST_VENV ?= .venv-oldest
 OLDEST_STAMP = $(OLDEST_VENV)/.installed
 
-.PHONY: install demo test test-oldest lint bench dist clean
+.PHONY: install demo test test-oldest lint bench dist docs clean
 
 # setuptools notes that an editable install of a package mapped from two folders (lth_wandb/, conf/) is served by
 # an import finder: information, not a problem, printed by pip as a warning banner; it is the only one filtered.
@@ -73,5 +74,17 @@ dist: install
 	@if grep -i "warn" dist/build.log; then echo "make dist: the build warned (above; the log: dist/build.log)" >&2; exit 1; fi
 	$(BIN)/twine check --strict dist/*.whl dist/*.tar.gz
 
+# The docs site (mkdocs.yml, docs/): the docs extra installed into the venv, then a strict build into site/, which fails
+# on any broken link, page missing from the navigation or API name that does not resolve. NO_MKDOCS_2_WARNING: the
+# Material theme's banner about its end of life, printed on every build.
+DOCS_STAMP = $(VENV)/.installed-docs
+
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) outputs multirun wandb lightning_logs report dist
+	rm -rf $(VENV) $(OLDEST_VENV) outputs multirun wandb lightning_logs report dist site

@@ -136,10 +136,11 @@ def test_a_data_yaml_passes_its_options_to_your_datamodule(monkeypatch, tmp_path
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 3
 
 
-def test_the_readmes_datamodule_trains_as_written(monkeypatch, tmp_path):
-    """README's "Your own data" example, copied from README.md as it stands, on 200 random (40,) signals."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    code = re.search(r"```python\n(# mypkg/signals.py.*?)```", readme, re.S).group(1)
+def test_the_docs_datamodule_trains_as_written(monkeypatch, tmp_path):
+    """The docs' "Your own data" example, copied from docs/your-own-code.md as it stands, on 200 random (40,)
+    signals."""
+    page = (Path(__file__).parents[1] / "docs" / "your-own-code.md").read_text()
+    code = re.search(r"```python\n(# mypkg/signals.py.*?)```", page, re.S).group(1)
     (tmp_path / "readme_pkg").mkdir()
     (tmp_path / "readme_pkg" / "readme_signals.py").write_text(code)
     torch.save((torch.randn(200, 40), torch.randint(0, 5, (200,))), tmp_path / "signals.pt")
