@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument(
         "--fused-adam",
         action="store_true",
-        help="Adam(fused=True): its sqrt avoids MKL's slow path for exact zeros (see the README's Benchmarks)",
+        help="Adam(fused=True): its sqrt avoids MKL's slow path for exact zeros (see docs/benchmarks.md)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

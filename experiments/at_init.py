@@ -1,4 +1,4 @@
-"""README Results part 3: pruning at initialisation against IMP's tickets, Fashion-MNIST LeNet-300-100.
+"""docs/results.md part 3: pruning at initialisation against IMP's tickets, Fashion-MNIST LeNet-300-100.
 
 ``tickets``: for each seed, θ0 built as ``lth-train experiment=lenet_fashion_mnist seed=<s>`` builds it, and for
 each criterion (snip, grasp, synflow, magnitude_init, random) its mask at IMP's density of rounds 7, 12 and 15

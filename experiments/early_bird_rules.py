@@ -1,4 +1,4 @@
-"""README Results part 3: when does each early-bird rule fire? You et al.'s (ICLR 2020) channel rule on |BatchNorm
+"""docs/results.md part 3: when does each early-bird rule fire? You et al.'s (ICLR 2020) channel rule on |BatchNorm
 scaling factors| (with its L1 penalty) against lth-wandb's weight rule (round 1's unstructured magnitude mask), on
 one network with BatchNorm: ResNet-20 (1x1 shortcuts; every BatchNorm γ starts equal, as in the authors' code) on
 scikit-learn's digits, with SGD 0.1, momentum 0.9 and weight decay 1e-4 (the paper's optimizer) or Adam 1.2e-3;
