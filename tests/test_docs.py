@@ -108,6 +108,15 @@ def test_run_blocks_are_python_and_reasons_are_given():
     assert wrong == []
 
 
+def test_the_readmes_links_and_images_are_there():
+    """README.md is outside the site, so mkdocs does not check it: its relative links (into docs/) must exist."""
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    relative = [t for t in targets if "://" not in t]
+    assert len(relative) >= 10
+    assert [t for t in relative if not (ROOT / t).exists()] == []
+
+
 # Identical blocks (README's callback example is also docs/callback.md's) run once.
 RUN_BLOCKS: dict[str, str] = {}
 for _page, _line, _before, _, _code in ALL_BLOCKS:
