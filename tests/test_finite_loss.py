@@ -3,6 +3,7 @@ nothing is pruned from (or saved of) the NaN weights. Through LotteryTicket in a
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,8 @@ def test_lth_train_stops_a_nan_run_in_one_line_with_a_failed_wandb_run(tmp_path)
     assert not [r for r in run.history if "round/density" in r] and not run.artifacts
     (folder,) = tmp_path.glob("outputs/*/*")
     assert not (folder / "tickets").exists() and not (folder / "rounds").exists()
+    # The run is recorded as one that cannot continue: a resume says so in one line instead of training again.
+    assert json.loads((folder / "run.json").read_text())["status"] == "failed"
+    again = subprocess.run([*command[:3], f"resume={folder}"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 2 and "cannot continue: " in again.stderr and "Hint: start a new run" in again.stderr
+    assert len(find_runs(tmp_path / "wandb")) == 1  # no second W&B attempt

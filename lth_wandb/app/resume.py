@@ -44,7 +44,8 @@ _ID_CHARS = string.ascii_lowercase + string.digits
 
 @dataclass
 class RunRecord:
-    """``run.json``: what a run folder holds. ``status`` is ``"running"`` until training ends, then ``"finished"``."""
+    """``run.json``: what a run folder holds. ``status`` is ``"running"`` until training ends, then ``"finished"``
+    (or ``"failed"`` for a run that cannot continue: a NaN loss would come back at the same step)."""
 
     folder: Path
     config: dict[str, Any]
@@ -53,6 +54,7 @@ class RunRecord:
     wandb_dir: str | None = None  # the folder holding this run's W&B files, so lth-report finds them from here
     overrides: list[str] | None = None  # the command line's overrides at the first start (None: older runs)
     wandb_project: str | None = None  # the W&B project the run went to, however it was decided
+    reason: str | None = None  # why a "failed" run cannot continue
 
     @classmethod
     def read(cls, folder: str | os.PathLike) -> RunRecord | None:
@@ -66,7 +68,7 @@ class RunRecord:
                 raise TypeError(f"overrides must be a list of strings, got {overrides!r}")
             return cls(
                 Path(folder), data["config"], data["wandb_run_id"], data.get("status", "running"),
-                data.get("wandb_dir"), overrides, data.get("wandb_project"),
+                data.get("wandb_dir"), overrides, data.get("wandb_project"), data.get("reason"),
             )  # fmt: skip
         except (ValueError, KeyError, TypeError) as error:
             raise ResumeError(
@@ -76,10 +78,17 @@ class RunRecord:
     def write(self) -> None:
         data = {"config": self.config, "wandb_run_id": self.wandb_run_id, "status": self.status}
         data.update(wandb_dir=self.wandb_dir, overrides=self.overrides, wandb_project=self.wandb_project)
+        if self.reason is not None:
+            data["reason"] = self.reason
         atomic.write_text(self.folder / RUN_FILE, json.dumps(data, indent=2, sort_keys=True, default=str))
 
     def finish(self) -> None:
         self.status = "finished"
+        self.write()
+
+    def fail(self, reason: str) -> None:
+        """The run cannot continue (a resume would stop at the same point): ``resume=`` says so, with ``reason``."""
+        self.status, self.reason = "failed", reason
         self.write()
 
 
@@ -178,6 +187,8 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
     if record is not None and record.status == "finished":
         print(f"lth-train: the run in {folder} already finished (W&B run {record.wandb_run_id}); nothing to resume.")
         raise SystemExit(0)
+    if record is not None and record.status == "failed":
+        raise ResumeError(f"the run in {folder} cannot continue: {record.reason} Hint: start a new run")
     if checkpoint is None:
         check_nothing_finished(folder)
         print(f"lth-train: {folder} has no checkpoint yet (killed in its first epoch): training it from the start.")

@@ -10,7 +10,6 @@ User mistakes (a misspelt key, a bad value, missing data) end with one line on s
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import re
@@ -26,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import lth_wandb
+from lth_wandb import atomic
 from lth_wandb.app import checkpoints, controls, instability, refused, resume, targets
 from lth_wandb.app.build import (
     build_datamodule,
@@ -53,8 +53,6 @@ from lth_wandb.lottery.finite import NonFiniteLoss
 from lth_wandb.processes import die_with_parent, global_rank, launched_by_lightning
 from lth_wandb.pruning.prune import check_rate
 
-# A full disk or quota, or a file-size limit: what was written before stays loadable (lth_wandb/atomic.py).
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 MAX_SEED = 2**32 - 1  # numpy's seed range, which seed_everything shares
 # Errors that mean "the command or config is wrong", reported in one line rather than a traceback.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, HydraException, OmegaConfBaseException)
@@ -128,6 +126,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if getattr(error, "resumable", True):  # a NaN loss says itself that a resume would reach it again
             again = f"continue this run with: lth-train {resume.shell_override(output_dir)}"
             print(f"lth-train: {why}{again}", file=sys.stderr)
+        elif global_rank() == 0:
+            record.fail(one_line(error))
         if signals.received:  # Lightning ends a SIGTERM-stopped fit with exit code 0 (or 1 for Ctrl+C)
             raise SystemExit(signals.exit_code) from None
         raise
@@ -209,7 +209,7 @@ def _app(cfg: DictConfig) -> Any:
         refused.clean_up(Path(HydraConfig.get().runtime.output_dir))
         _exit_with(error)
     except OSError as error:
-        if error.errno not in DISK_FULL:
+        if error.errno not in atomic.DISK_FULL:
             raise
         _exit_with(error, code=1, what="disk full")
     except NonFiniteLoss as error:  # the run's own numbers went wrong, not the command: exit 1, in one line
