@@ -1,4 +1,4 @@
-"""The package's folders are its layers (README, "Module map"): this test keeps them so.
+"""The package's folders are its layers (docs/development.md, the layout): this test keeps them so.
 
 Every import in lth_wandb/, also those inside functions, is read from the source (nothing is imported), and two
 rules are checked: a package imports only the lth_wandb packages below it, and W&B, Hydra and Lightning stay in
@@ -82,7 +82,7 @@ def violations() -> list[str]:
 
 def test_every_module_belongs_to_a_known_part():
     parts = {part_of(p) for p in PACKAGE.rglob("*.py")}
-    assert parts <= set(MAY_IMPORT), f"add {sorted(parts - set(MAY_IMPORT))} to MAY_IMPORT (and the README map)"
+    assert parts <= set(MAY_IMPORT), f"add {sorted(parts - set(MAY_IMPORT))} to MAY_IMPORT (and docs/development.md)"
 
 
 def test_imports_follow_the_layers():

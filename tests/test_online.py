@@ -268,7 +268,7 @@ def test_wandb_sync_of_an_lth_sweep_run_needs_no_sweep_id(flag, wandb_server, tm
 
 
 def test_wandb_sync_of_a_killed_and_resumed_offline_run_gives_one_run(wandb_server, tmp_path):
-    """Two offline run folders with one run id (README "Resume: nothing lost"), synced in order."""
+    """Two offline run folders with one run id (docs/resume.md), synced in order."""
     run_args = ("pruning.rounds=2", *TINY[:2])
     env = subprocess_env(LTH_FAULT="replace:*/tickets/round-1/model/ticket.json:1", PYTHONPATH=str(FAULTS))
     command = [sys.executable, "-m", "lth_wandb.train", *run_args]
@@ -280,7 +280,7 @@ def test_wandb_sync_of_a_killed_and_resumed_offline_run_gives_one_run(wandb_serv
     folders = sorted(tmp_path.glob("wandb/offline-run-*"))
     assert len(folders) == 2
     # An attempt killed before W&B's first flush (1 s; longer on a loaded machine) holds no record, which
-    # `wandb sync` reports as unreadable: there is nothing in it to upload (README "Resume: nothing lost").
+    # `wandb sync` reports as unreadable: there is nothing in it to upload (docs/resume.md).
     written = [f for f in folders if _holds_records(f)]
     synced = sync(wandb_server, tmp_path, *written)
     assert synced.returncode == 0 and "ERROR" not in synced.stderr, synced.stderr[-3000:]

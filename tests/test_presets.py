@@ -1,4 +1,4 @@
-"""The papers' presets at real scale (README, "lth-train"): every number pinned to its source, and each preset
+"""The papers' presets at real scale (docs/lth-train.md): every number pinned to its source, and each preset
 composed and trained on CPU for a few steps on synthetic data of its shape (and ImageNet's on a folder of JPEGs).
 
 Sources: open_lth (github.com/facebookresearch/open_lth, fetched at 2ce732f): models/cifar_resnet.py,

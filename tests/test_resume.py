@@ -120,7 +120,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, uninterru
 
 def test_a_checkpoint_every_n_steps_resumes_mid_epoch_into_the_same_run(tmp_path):
     """trainer.checkpoint_every_n_steps=5 saves inside the 22-step epochs of digits; killed right after the save at
-    step 5, the run resumes from it (not bit-exact mid-epoch: README, Limits) into one W&B run, each round once."""
+    step 5, the run resumes from it (not bit-exact mid-epoch: docs/resume.md) into one W&B run, each round once."""
     killed = finish(lth_train(tmp_path, *RUN, "trainer.checkpoint_every_n_steps=5",
                               fault="replace:*/checkpoints/last.ckpt:1"))  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]

@@ -212,8 +212,8 @@ def test_ctrl_c_of_lth_sweep_stops_its_jobs_cleanly_and_a_restart_finishes_them(
 
 
 def test_multi_node_ddp_recipe_under_srun_resumes_after_a_kill(cluster, tmp_path):
-    """README's recipe: srun starts one task per device (2 here, on one node), Lightning takes the ranks from SLURM,
-    and a requeued job continues its run, found by WANDB_RUN_ID."""
+    """The docs' recipe (docs/slurm/ddp.sh): srun starts one task per device (2 here, on one node), Lightning takes
+    the ranks from SLURM, and a requeued job continues its run, found by WANDB_RUN_ID."""
     script = tmp_path / "ddp.sh"
     script.write_text((ROOT / "docs" / "slurm" / "ddp.sh").read_text())
     run = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.num_nodes=1"]
@@ -247,7 +247,7 @@ def test_lth_sweep_without_slurm_commands_says_so(tmp_path):
 
 @pytest.mark.online
 def test_wandb_agents_as_a_slurm_array_resume_a_preempted_task_into_its_run(cluster, wandb_server, tmp_path):
-    """README's array script (docs/slurm/agents.sh) against the local W&B test server: two agents, one preempted
+    """The docs' array script (docs/slurm/agents.sh) against the local W&B test server: two agents, one preempted
     mid-run (SIGUSR2, as before a time limit): its run is marked preempting, the task requeues itself, W&B hands the
     run back to its agent, and lth-train continues it; each run reaches the server once, each round row once."""
     import wandb

@@ -34,7 +34,7 @@ from lth_wandb.tracking.runfiles import find_runs, read_run
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = ROOT / "tests" / "faults"
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
-# The study's grids (README "Results"), run with lth-sweep: held to the same schema and keys.
+# The study's grids (docs/results.md), run with lth-sweep: held to the same schema and keys.
 EXPERIMENT_FILES = sorted((ROOT / "experiments").glob("*.yaml"))
 AGENT_COMMAND = ["${env}", "${interpreter}", "-m", "lth_wandb.train", "${args_no_hyphens}"]
 # A tiny budget, imposed the way a user would: as fixed values in the sweep file.

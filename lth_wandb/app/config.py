@@ -42,7 +42,7 @@ class OptimizerConfig:
     nesterov: bool = False
     weight_decay: float = 0.0
     # Adam/AdamW only: true builds the fused implementation (a quarter faster on CPU, rounds differently by ~1e-7);
-    # null keeps PyTorch's default, which the README results were measured with.
+    # null keeps PyTorch's default, which the docs' results (docs/results.md) were measured with.
     fused: Optional[bool] = None  # noqa: UP045 - OmegaConf reads typing.Optional
 
 
@@ -65,7 +65,7 @@ PruningConfig = PruningSettings
 class TrainerConfig:
     accelerator: str = "cpu"
     devices: Any = 1
-    # Machines of a multi-node DDP run; each runs trainer.devices processes, started by srun (README: On a cluster).
+    # Machines of a multi-node DDP run; each runs trainer.devices processes, started by srun (docs/cluster.md).
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
@@ -119,7 +119,7 @@ class WandbConfig:
 
 @dataclass
 class InstabilityConfig:
-    # Linear mode connectivity (Frankle et al. 2020; README, "Instability analysis"). Off by default: it costs two
+    # Linear mode connectivity (Frankle et al. 2020; docs/research.md). Off by default: it costs two
     # extra trainings of T - k steps per (round, k), T being round 0's length.
     enabled: bool = False
     # The steps k of round 0 to branch from: the dense network after k optimizer steps, and each round's mask on it.

@@ -1,4 +1,4 @@
-"""lth-train's instability analysis (config section ``instability``; README, "Instability analysis").
+"""lth-train's instability analysis (config section ``instability``; docs/research.md).
 
 During the main fit, :class:`~lth_wandb.lottery.instability.StepCapture` remembers round 0's dense network after
 each requested step k. After the fit, for every requested round r and step k, the start point is round r's mask on

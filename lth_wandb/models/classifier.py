@@ -179,7 +179,7 @@ def _build_optimizer(params, hp) -> torch.optim.Optimizer:
         )
     cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
     # fused: one kernel per tensor. On the CPU it is about a quarter faster for LeNet-300-100 and avoids the slow
-    # sqrt of exact zeros after a rewind (README, Benchmarks), but rounds differently: results are not bit-identical
+    # sqrt of exact zeros after a rewind (docs/benchmarks.md), but rounds differently: results are not bit-identical
     # to the default implementation's, so it is opt-in.
     fused = hp.get("fused")
     return cls(params, lr=hp.lr, weight_decay=hp.weight_decay, **({} if fused is None else {"fused": fused}))

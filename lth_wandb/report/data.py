@@ -124,7 +124,7 @@ class RunRounds:
         source: where it was read from (a run directory or an API path).
         output_dir: lth-train's output folder of the run (``run.json``, ``tickets/``), "" when not found.
         instability: the run's ``round/instability`` rows as ``{"round", "step", "instability", "stable"}``
-            (README, "Instability analysis"); ``[]`` when it ran none.
+            (docs/research.md); ``[]`` when it ran none.
     """
 
     run_id: str

@@ -1,4 +1,4 @@
-"""Early-bird tickets in the report (README, "Early-bird tickets"): per curve, how long round 0 trained before its
+"""Early-bird tickets in the report (docs/research.md): per curve, how long round 0 trained before its
 mask settled, and the epochs that saved against a full round (``pruning.epochs_per_round``).
 
 Read from what each run recorded: ``early_bird/epoch`` in its summary when the rule held (round 0 then ended after

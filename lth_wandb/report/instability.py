@@ -1,4 +1,4 @@
-"""Instability analysis in the report (README, "Instability analysis"): per curve, density and step k, how far the
+"""Instability analysis in the report (docs/research.md): per curve, density and step k, how far the
 test error rises between two copies trained from the same start, and the error along that path.
 
 Where the numbers come from: each run's ``instability.json`` in its output folder (found through ``run.json``, as
