@@ -49,7 +49,6 @@ from lth_wandb.app.quiet import quiet_noise, quiet_srun_hint
 from lth_wandb.app.signals import PREEMPTED, SignalRecorder
 from lth_wandb.app.sweep_values import escape_sweep_values
 from lth_wandb.lottery.arguments import check_target_density, rounds_for
-from lth_wandb.lottery.finite import NonFiniteLoss
 from lth_wandb.processes import die_with_parent, global_rank, launched_by_lightning
 from lth_wandb.pruning.prune import check_rate
 
@@ -212,8 +211,10 @@ def _app(cfg: DictConfig) -> Any:
         if error.errno not in atomic.DISK_FULL:
             raise
         _exit_with(error, code=1, what="disk full")
-    except NonFiniteLoss as error:  # the run's own numbers went wrong, not the command: exit 1, in one line
-        _exit_with(error, code=1, what="stopped")
+    except FloatingPointError as error:  # NonFiniteLoss, named by its base: importing it would bring Lightning
+        if getattr(error, "resumable", True):
+            raise
+        _exit_with(error, code=1, what="stopped")  # the run's own numbers went wrong, not the command: in one line
 
 
 def _processes(cfg: DictConfig) -> int | None:
