@@ -80,27 +80,29 @@ def assert_same_as(uninterrupted: Path, cwd: Path) -> None:
     assert artifact_versions(cwd) == artifact_versions(uninterrupted)
 
 
-def kill_and_resume(cwd: Path, fault: str) -> None:
+def kill_and_resume(cwd: Path, fault: str, resume: str = "checkpoint") -> None:
     killed = finish(lth_train(cwd, *RUN, fault=fault))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     checkpoint = run_folder(cwd) / "checkpoints" / "last.ckpt"
     torch.load(checkpoint, weights_only=False)  # whatever the moment, the checkpoint on disk loads
-    readme_command = f"resume={checkpoint.relative_to(cwd)}"  # README: resume=outputs/<date>/<time>/checkpoints/...
-    resumed = finish(lth_train(cwd, readme_command))
+    # The docs' two commands: resume=outputs/<date>/<time>/checkpoints/last.ckpt, and resume=last (the newest run).
+    docs_command = f"resume={checkpoint.relative_to(cwd)}" if resume == "checkpoint" else "resume=last"
+    resumed = finish(lth_train(cwd, docs_command))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 
 @pytest.mark.parametrize(
-    "fault",
+    ("fault", "resume"),
     [
-        "replace:*/tickets/round-1/model/ticket.json:1",  # just after a round boundary: tickets written, no checkpoint
-        "fsync:*/tickets/round-2/ticket/*.tmp:1",  # while a ticket artifact is being written
-        "fsync:*/checkpoints/.last.ckpt.*.tmp:4",  # while a checkpoint is being written
+        # just after a round boundary: tickets written, no checkpoint
+        ("replace:*/tickets/round-1/model/ticket.json:1", "checkpoint"),
+        ("fsync:*/tickets/round-2/ticket/*.tmp:1", "checkpoint"),  # while a ticket artifact is being written
+        ("fsync:*/checkpoints/.last.ckpt.*.tmp:4", "last"),  # while a checkpoint is being written
     ],
-    ids=["after-round-boundary", "mid-ticket-write", "mid-checkpoint-write"],
+    ids=["after-round-boundary", "mid-ticket-write", "mid-checkpoint-write-resume-last"],
 )
-def test_sigkill_at_a_write_then_resume_matches_uninterrupted(tmp_path, uninterrupted, fault):
-    kill_and_resume(tmp_path, fault)
+def test_sigkill_at_a_write_then_resume_matches_uninterrupted(tmp_path, uninterrupted, fault, resume):
+    kill_and_resume(tmp_path, fault, resume)
     assert_same_as(uninterrupted, tmp_path)
 
 

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_seed(cfg.seed)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     cfg = in_section("pruning", _with_resolved_rounds, _with_ticket_defaults(cfg))
-    in_section("pruning", build_lottery, cfg)  # settings fail here, before data or W&B start
+    with warnings.catch_warnings():  # its notes come once, from the callback built below
+        warnings.simplefilter("ignore")
+        in_section("pruning", build_lottery, cfg)  # settings fail here, before data or W&B start
     dm = in_section("data", build_datamodule, cfg)
     model = build_model(cfg, dm)
     keep_hparams_out_of_run_config(model, dm)
