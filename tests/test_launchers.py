@@ -70,6 +70,16 @@ def test_the_run_ignores_the_signals_meant_for_the_wrapper(tmp_path):
     assert job.wait(timeout=30) == 7
 
 
+def test_a_run_killed_by_a_signal_ends_the_job_with_128_plus_its_number(tmp_path):
+    """The out-of-memory killer's SIGKILL, say: the job and job-exit.json say 137, as a shell would (not -9)."""
+    job = wrapped(tmp_path)
+    run = int(subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True).stdout.split()[0])
+    os.kill(run, signal.SIGKILL)
+    assert job.wait(timeout=30) == 137
+    ending = json.loads((tmp_path / "job-exit.json").read_text())
+    assert ending["exit_code"] == 137 and ending["signals"] == []
+
+
 def test_the_batch_script_sets_the_agent_variables_on_top_of_the_node_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("LTH_TEST_KEPT", "node")
     monkeypatch.setenv("WANDB_SERVICE", "stale")

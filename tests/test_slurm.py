@@ -132,9 +132,31 @@ def test_a_job_that_can_never_start_is_cancelled_with_one_line(cluster, tmp_path
     launcher = SlurmLauncher({"cpus-per-task": 999}, poll_every=0.5, say=said.append)
     job = launcher.start(["true"], tmp_path, dict(os.environ))
     code = cluster.wait_for(lambda: job.poll(), 60, "the job to be found unstartable")
-    assert code == 1 and "never starts (PartitionConfig)" in job.ending["slurm_state"]
+    assert code == 2 and "never starts (PartitionConfig)" in job.ending["slurm_state"]  # not retried
     assert len(said) == 1 and "can never start: SLURM says PartitionConfig" in said[0]
     cluster.wait_for(lambda: not cluster.jobs(), 30, "the job to be cancelled")
+
+
+def test_an_adopted_job_that_left_the_queue_has_ended(cluster, tmp_path, monkeypatch):
+    """lth-sweep restarted after its job ended and left squeue (MinJobAge): the job is over, not watched for ever."""
+    monkeypatch.setenv("SLURM_CONF", cluster.env["SLURM_CONF"])
+    job = SlurmLauncher(poll_every=0.1, say=print).adopt("999999", tmp_path)  # an id squeue no longer lists
+    assert cluster.wait_for(lambda: job.poll(), 30, "the adopted job to be found gone") == 1
+    assert job.ending == {"slurm_state": "GONE"}
+
+
+def test_a_submission_whose_answer_was_lost_is_watched_not_repeated(cluster, tmp_path, monkeypatch):
+    """sbatch timed out, or lth-sweep stopped before saving the job id: the run's job, found by its name, is
+    adopted; a second job would train the run twice."""
+    monkeypatch.setenv("SLURM_CONF", cluster.env["SLURM_CONF"])
+    said: list[str] = []
+    launcher = SlurmLauncher(poll_every=0.1, say=said.append)
+    first = launcher.start(["sleep", "60"], tmp_path, dict(os.environ))
+    again = SlurmLauncher(poll_every=0.1, say=said.append).start(["sleep", "60"], tmp_path, dict(os.environ))
+    assert again.job_id == first.job_id and cluster.jobs() == [first.job_id]
+    assert said == [f"SLURM job {first.job_id} of {tmp_path.name} is already queued; watching it"]
+    again.kill()
+    cluster.wait_for(lambda: again.poll() is not None, 60, "the cancelled job to end")
 
 
 def test_a_controller_restart_delays_the_submission_and_the_sweep_goes_on(cluster, tmp_path):
@@ -188,7 +210,8 @@ def test_cancelled_preempted_and_requeued_jobs_continue_their_runs_into_one_wand
     cancelled, preempted, requeued = runs_of(out)
     assert all(r["state"] == "finished" for r in (cancelled, preempted, requeued)), text
     assert cancelled["attempt"] == 2 and cancelled["attempts"][0]["slurm_state"] == "CANCELLED"
-    assert len(cancelled["jobs"]) == 2 and "starting it again (attempt 2 of 2)" in text
+    assert len(cancelled["jobs"]) == 2 and "starting it again (attempt 2, retry 1 of 1)" in text
+    assert cancelled["retries"] == 1 and "retries" not in preempted  # SLURM's own requeue is no retry
     for run in (preempted, requeued):  # SLURM ran the same job again
         assert run["jobs"] == [run["job_id"]] and run["attempts"][-1]["restarts"] == 1
     assert "attempt 2; 1: CANCELLED, exit 143" in (out / "sweep.csv").read_text()

@@ -93,6 +93,7 @@ def test_sigkilled_sweep_leaves_no_process_and_restart_counts_each_run_once(tmp_
         (r["run_id"], "finished", 2) for r in cut
     ]
     assert sorted(r["params"]["seed"] for r in final["runs"]) == [0, 1]  # each grid point once
+    assert not any("retries" in r for r in final["runs"])  # lth-sweep's own death spends no run's retry
     assert sorted(final["leaderboard"]) == sorted(r["run_id"] for r in cut)
     for record in final["runs"]:
         run_dir = out / record["directory"]

@@ -19,10 +19,12 @@ echo "agent ${SLURM_ARRAY_TASK_ID:-0} on $(hostname), GPUs: ${CUDA_VISIBLE_DEVIC
 preempted=0
 on_preempt() {
   preempted=1
-  # SLURM signals this shell alone: pass the notice on to the run, wait for it to end, then stop the agent before
-  # it takes another run.
-  pkill -USR2 -P "$agent" -f lth_wandb.train || true
-  while pgrep -P "$agent" -f lth_wandb.train >/dev/null; do sleep 1; done
+  # SLURM signals this shell alone: pass the notice on to the run until it has ended (a run still starting ignores
+  # it, as the agent does, until lth-train listens), then stop the agent before it takes another run.
+  while pgrep -P "$agent" -f lth_wandb.train >/dev/null; do
+    pkill -USR2 -P "$agent" -f lth_wandb.train || true
+    sleep 1
+  done
   kill -TERM "$agent" 2>/dev/null || true
 }
 trap on_preempt USR2

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         "--launcher",
         choices=LAUNCHERS,
         default="local",
-        help="where runs execute: child processes here (local, default) or SLURM jobs through submitit (slurm); "
+        help="where runs execute: child processes here (local, default) or SLURM jobs through sbatch (slurm); "
         "lth-sweep itself stays here",
     )
     parser.add_argument(

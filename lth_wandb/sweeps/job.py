@@ -18,6 +18,7 @@ Standard library only (and ``lth_wandb.atomic``): it starts fast on a compute no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,25 +38,28 @@ def main(argv: list[str]) -> int:
     directory, command = Path(argv[0]), argv[1:]
     job_id = os.environ.get("SLURM_JOB_ID", "")
     (directory / EXIT_FILE).unlink(missing_ok=True)  # a requeued job's earlier ending is not this one's
+    received: list[int] = []
+    run: subprocess.Popen | None = None
+
+    def handle(signum, frame) -> None:
+        received.append(signum)
+        if run is not None:  # else the run is told as soon as it has started
+            with contextlib.suppress(ProcessLookupError):
+                run.send_signal(signal.SIGTERM)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, STOP, PREEMPT):  # before the run starts: no signal is lost
+        signal.signal(signum, handle)
     with open(directory / LOG_FILE, "ab") as log:
         restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
         log.write(f"=== lth-sweep: SLURM job {job_id} (restart {restarts}) on {os.uname().nodename}\n".encode())
         log.flush()
-        child = subprocess.Popen(
+        run = subprocess.Popen(
             command, cwd=directory, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_ignore_job_signals
         )
-    received: list[int] = []
-
-    def handle(signum, frame) -> None:
-        received.append(signum)
-        try:
-            child.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-
-    for signum in (signal.SIGTERM, signal.SIGINT, STOP, PREEMPT):
-        signal.signal(signum, handle)
-    code = child.wait()
+    if received:  # a signal came while the run was being started
+        run.send_signal(signal.SIGTERM)
+    code = run.wait()
+    code = 128 - code if code < 0 else code  # killed by signal n (Popen says -n): 128 + n, as a shell says
     preempted = PREEMPT in received
     requeued = preempted and _requeue(job_id)
     ending = {"job_id": job_id, "exit_code": code, "signals": [signal.Signals(s).name for s in received]}

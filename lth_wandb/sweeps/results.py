@@ -26,7 +26,7 @@ def read_back(record: dict[str, Any], directory: Path, sweep_dir: Path, metric: 
     for path in paths:
         try:
             run = read_run(path)
-        except (RuntimeError, ValueError) as error:  # e.g. a run file cut short by SIGKILL
+        except (RuntimeError, ValueError, FileNotFoundError) as error:  # cut short, or never written, by a kill
             record["read_error"] = str(error)[-500:]
             continue
         record["wandb_run"] = str(path.relative_to(sweep_dir))

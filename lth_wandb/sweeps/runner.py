@@ -294,8 +294,10 @@ class SweepRunner:
             record["state"], record["stop_reason"] = "stopped", active.stop_reason
         elif completed:
             record["state"] = "finished"
-        elif code != USER_ERROR and record.get("attempt", 1) <= self.retries:
-            record["state"] = "retrying"  # started again by the loop, from its checkpoint
+        elif code != USER_ERROR and record.get("retries", 0) < self.retries:
+            # Started again by the loop, from its checkpoint. Counted apart from attempts: a restart after
+            # lth-sweep itself stopped is not a retry.
+            record["state"], record["retries"] = "retrying", record.get("retries", 0) + 1
         else:
             record["state"] = "failed"
         late = active.stop_reason is not None and completed  # it ended before the stop reached it
@@ -311,7 +313,7 @@ class SweepRunner:
         how = f" (SLURM: {slurm_state})" if slurm_state not in (None, "GONE", "COMPLETED") else ""
         if record["state"] == "retrying":
             say(f"run {record['run_id']} ended with exit code {code}{how}; starting it again "
-                f"(attempt {record['attempt'] + 1} of {self.retries + 1})")  # fmt: skip
+                f"(attempt {record['attempt'] + 1}, retry {record['retries']} of {self.retries})")  # fmt: skip
             return
         say(f"run {record['run_id']} {record['state']}{shown}{how} in {record['seconds']:.0f} s{after}")
         if record["state"] == "failed":
@@ -381,8 +383,9 @@ def check_budget(config: dict[str, Any], count: int | None, workers: int = 1) ->
         )
 
 
-# What a run's record holds about its last attempt; a restart clears it.
-_RESULT_KEYS = ("exit_code", "history", "summary", "metric_value", "wandb_run", "read_error", "stop_reason")
+# What a run's record holds about its last attempt; a restart clears it (its job ids stay in "jobs": an old id left
+# in "job_id" would be adopted as the new attempt's job by an lth-sweep restarted before the new job is submitted).
+_RESULT_KEYS = ("exit_code", "history", "summary", "metric_value", "wandb_run", "read_error", "stop_reason", "job_id")
 
 
 def _raise_interrupt(signum, frame) -> None:

@@ -32,15 +32,28 @@ ALIASES = {"slurm_partition": "partition", "timeout_min": "time", "gpus_per_node
            "slurm_qos": "qos"}  # fmt: skip
 # Seconds before a time limit at which SLURM sends the job SIGUSR2: the run stops and the job is requeued.
 TIME_LIMIT_GRACE = 120
+# A job in these states may still run. Not PREEMPTED: a job requeued after preemption is PENDING again, and with
+# PreemptMode=CANCEL PREEMPTED is its end.
 ALIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-         "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "PREEMPTED"}  # fmt: skip
-# Why a pending job may wait for ever: its request exceeds what the partition, the nodes or its limits allow.
-NEVER_STARTS = ("PartitionConfig", "BadConstraints", "PartitionNodeLimit", "PartitionTimeLimit", "InvalidAccount",
-                "InvalidQOS", "PerJob")  # fmt: skip
+         "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"}  # fmt: skip
+# Why a pending job may wait for ever: its request exceeds what the partition or its limits allow. Not
+# PartitionNodeLimit, which SLURM also gives while the nodes a job needs are down or drained (they come back).
+NEVER_STARTS = ("PartitionConfig", "BadConstraints", "PartitionTimeLimit", "InvalidAccount", "InvalidQOS",
+                "PerJob")  # fmt: skip
 # What sbatch, squeue and scancel print while the controller is down or restarting: worth another try.
 TRANSIENT = ("Unable to contact slurm controller", "Socket timed out", "temporarily unavailable", "Connection refused",
              "Zero Bytes were transmitted", "Slurm temporarily unable", "Transport endpoint", "not responding",
              "Communication connection failure")  # fmt: skip
+
+
+# A job that can never start ends like a mistake in the command (lth-train's exit code 2): starting it again would
+# only wait again.
+NEVER_STARTS_EXIT = 2
+
+
+def job_name(directory: Path) -> str:
+    """The SLURM job name of a run: its directory is named after its run id, unique in the sweep."""
+    return f"lth-{directory.name}"
 
 
 class Unavailable(RuntimeError):
@@ -83,7 +96,8 @@ class SlurmLauncher:
     def __init__(self, options: Mapping[str, Any] | None = None, poll_every: float = 5.0, say: Callable = print):
         self.options = sbatch_options(options)
         self.poll_every, self.say = poll_every, say
-        self.states: dict[str, JobState] = {}
+        self.states: dict[str, JobState] = {}  # of the jobs watched, once squeue has answered for them
+        self._watched: set[str] = set()
         self._polled_at = -float("inf")
         self._down_since: float | None = None  # when the controller stopped answering
 
@@ -101,14 +115,21 @@ class SlurmLauncher:
         """Submit ``command`` as a job that runs in ``directory``. Raises :class:`Unavailable` when the controller
         does not answer, ValueError when SLURM refuses the job."""
         directory = directory.resolve()  # the job may start elsewhere: every path in its script is absolute
+        queued = self._queued(job_name(directory))
+        if queued is not None:
+            # An earlier submission went through although its answer was lost (sbatch timed out, or lth-sweep
+            # stopped before it saved the id): watch that job rather than train the run twice.
+            self.say(f"SLURM job {queued} of {directory.name} is already queued; watching it")
+            return self.adopt(queued, directory)
         script = directory / SCRIPT
         atomic.write_text(script, self._script(command, directory, env, gpus))
         job_id = self._sbatch(["--parsable"], script.read_text()).strip().split(";")[0]
         self.states[job_id] = JobState("PENDING")
-        return SlurmJob(self, job_id, directory)
+        return self.adopt(job_id, directory)
 
     def adopt(self, job_id: str, directory: Path) -> SlurmJob:
         """The handle of a job an earlier lth-sweep submitted (its id is in sweep.json)."""
+        self._watched.add(job_id)
         return SlurmJob(self, job_id, directory)
 
     def state(self, job_id: str) -> JobState | None:
@@ -141,11 +162,18 @@ class SlurmLauncher:
             parts = [p.strip() for p in line.split("|")]
             if len(parts) >= 4 and parts[0]:
                 seen[parts[0]] = JobState(parts[1], parts[2], int(parts[3]) if parts[3].isdigit() else 0)
-        for job_id in list(self.states) + [j for j in seen if j not in self.states]:
+        for job_id in self._watched:
             if job_id in seen:
                 self.states[job_id] = seen[job_id]
-            elif job_id in self.states:
-                self.states[job_id] = JobState("GONE")
+            else:  # left the queue (MinJobAge after its end), or ended before lth-sweep came back to adopt it
+                last = self.states.get(job_id)
+                self.states[job_id] = JobState("GONE", restarts=last.restarts if last else 0)
+
+    def _queued(self, name: str) -> str | None:
+        """The id of a job of this name still queued or running, if any."""
+        out = self._call(["squeue", "-h", "-u", getpass.getuser(), f"--name={name}", "-O", "JobID:|"])
+        ids = [part.strip() for part in out.split("|") if part.strip()]
+        return ids[-1] if ids else None
 
     def _flags(self, gpus: int) -> list[str]:
         options = dict(self.options)
@@ -155,7 +183,7 @@ class SlurmLauncher:
 
     def _script(self, command: list[str], directory: Path, env: Mapping[str, str], gpus: int) -> str:
         here = os.environ
-        flags = [f"--job-name=lth-{directory.name}", f"--output={directory}/slurm-%j.out", "--open-mode=append",
+        flags = [f"--job-name={job_name(directory)}", f"--output={directory}/slurm-%j.out", "--open-mode=append",
                  "--requeue", f"--signal=B:USR2@{TIME_LIMIT_GRACE}", *self._flags(gpus)]  # fmt: skip
         lines = ["#!/bin/sh", *(f"#SBATCH {flag}" for flag in flags)]
         # The agent's variables on top of what the node sets (its own CUDA_VISIBLE_DEVICES, SLURM_*).
@@ -211,7 +239,7 @@ class SlurmJob:
                     "or the partition allows); cancelled. Hint: lower --slurm cpus-per-task/mem/time or pick another "
                     "partition"
                 )
-                return 1
+                return NEVER_STARTS_EXIT
             return None
         self.ending = {"slurm_state": state.state, **_read_exit(self.directory / EXIT_FILE, self.job_id)}
         if self.restarts:
