@@ -118,7 +118,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             print_rounds(lottery)
             if capture is not None:  # 2 trainings per (round, k), after the rounds (lth_wandb/app/instability.py)
                 instability.after_fit(cfg, lottery, capture, dm, steps_round0, output_dir, logger)
-            record.finish()
     except BaseException as error:
         if signals.received in (signal.SIGTERM, PREEMPTED):
             # Under a W&B sweep: the server requeues a preempted run for an agent to resume.
@@ -134,6 +133,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise SystemExit(signals.exit_code) from None
         raise
     finish(exit_code=0)  # one W&B run per job, also under -m
+    if trainer.is_global_zero:
+        # Only once W&B holds the run's last rows: a run killed before this resumes (and logs nothing twice), where
+        # one marked finished earlier would refuse to, its last round row lost.
+        record.finish()
     return lottery.summary()
 
 
